@@ -1,0 +1,31 @@
+"""Errors a user can cause: shown as one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for (config, names, paths); not a bug.
+
+    The CLI prints ``error: <message>`` and exits with code 2. Keep the message to one line
+    naming the bad value and what would be valid.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config key, type or value that is not valid."""
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``word`` (for "did you mean" hints), best first."""
+    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` when a candidate is close to ``word``, else ``""``."""
+    best = closest(word, candidates, n=1)
+    return f" (did you mean '{best[0]}'?)" if best else ""

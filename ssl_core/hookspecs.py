@@ -1,0 +1,218 @@
+"""Every hook of ssl_core: what it is for, when the engine calls it, who returns what.
+
+There are three kinds of hook.
+
+*Registration hooks* (``ssl_register_*``) run once, when the plugin manager is built. A plugin
+hands named components to the registry through the ``register`` callable it is given::
+
+    register(name, factory, *, options=None, description="", matches=None, catalog=None,
+             auto_for=())
+
+``factory(config)`` is called once per run with the resolved config (an OmegaConf
+``DictConfig``) and returns the component's *run plugin*: an object whose ``@hookimpl``
+methods implement the step hooks below. ``options`` is a dataclass of typed options
+(see :func:`ssl_core.option`) that become the component's config group.
+
+*Step hooks* are ``firstresult`` hooks. For each run the engine registers only the selected
+components' run plugins (one method, one backbone, one view generator, one dataset), so exactly
+one of them answers; other plugins may still wrap a step with ``hookwrapper=True``.
+
+*Lifecycle hooks* are called on every plugin that implements them (trackers, monitors,
+progress); their return values are ignored.
+
+Hookimpl parameters must not have defaults (pluggy passes arguments by name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from .data import ImageData
+    from .run import RunContext
+
+hookspec = pluggy.HookspecMarker("ssl_core")
+
+Register = Callable[..., None]
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+@hookspec
+def ssl_register_methods(register: Register) -> None:
+    """Offer SSL methods (selected by ``method=NAME``).
+
+    A method's run plugin implements :func:`ssl_build_heads`, :func:`ssl_compute_loss` and
+    :func:`ssl_update_target`. Its options form the config group named after the method
+    (``byol.tau_base``).
+
+    :param register: ``register(name, factory, options=..., description=...)``.
+    """
+
+
+@hookspec
+def ssl_register_backbones(register: Register) -> None:
+    """Offer encoders (selected by ``backbone=NAME``); the run plugin implements
+    :func:`ssl_build_backbone`. Options join the ``backbone`` group.
+
+    :param register: as for :func:`ssl_register_methods`; ``matches``/``catalog`` register a
+        family answering for many names (e.g. every timm model).
+    """
+
+
+@hookspec
+def ssl_register_view_generators(register: Register) -> None:
+    """Offer view generators (selected by ``augment=NAME``); the run plugin implements
+    :func:`ssl_sample_transform` and :func:`ssl_make_views`. Options join the ``augment``
+    group.
+
+    :param register: as for :func:`ssl_register_methods`; ``auto_for=("cuda",)`` makes the
+        generator the choice of ``augment=auto`` on those device types.
+    """
+
+
+@hookspec
+def ssl_register_datasets(register: Register) -> None:
+    """Offer datasets (selected by ``data=NAME``); the run plugin implements
+    :func:`ssl_build_dataset`. Options join the ``data`` group.
+
+    :param register: as for :func:`ssl_register_methods`.
+    """
+
+
+# --- step hooks (answered by the selected components) -------------------------------------
+
+
+@hookspec(firstresult=True)
+def ssl_build_dataset(config: DictConfig) -> ImageData:
+    """Load the images to train on, and a labelled held-out split when there is one.
+
+    Called once, before the model is built.
+
+    :param config: the resolved run config.
+    :return: an :class:`ssl_core.data.ImageData`.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_sample_transform(config: DictConfig) -> Callable[[Any], dict[str, Any]]:
+    """The per-sample transform run in DataLoader workers on the CPU.
+
+    Called once per run. The returned callable must be picklable; it takes one image (a
+    ``uint8`` ``HxWx3`` numpy array of any size) and returns a dict of tensors, either
+    ``{"image": uint8 [3,S,S]}`` (views made later on the device) or
+    ``{"views": [uint8 [3,S,S], ...]}`` (views made here), with ``S = data.image_size``.
+
+    :param config: the resolved run config.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_make_views(batch: dict[str, Any]) -> list[torch.Tensor]:
+    """Turn a collated batch, already on the training device, into the views of the method.
+
+    Called once per training step. Each view is ``float32 [B,3,H,W]`` in ``[0, 1]``, with
+    random parameters drawn per sample; the engine normalizes them. Views may differ in size
+    (multi-crop).
+
+    :param batch: the collated output of :func:`ssl_sample_transform` plus ``"label"``.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_build_backbone(config: DictConfig) -> torch.nn.Module:
+    """Build the online encoder: ``[B,3,S,S]`` normalized images to ``[B, D]`` features.
+
+    Called once per run. The module must expose ``num_features`` (``D``). The engine keeps a
+    reference to it: it is the encoder that is evaluated and exported.
+
+    :param config: the resolved run config.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_build_heads(config: DictConfig, backbone: torch.nn.Module) -> torch.nn.Module:
+    """Build the method's model around the online encoder.
+
+    Called once per run, after :func:`ssl_build_backbone`. The returned module owns the
+    encoder (the same object), the heads, and any target network. Parameters that must not be
+    trained (the target) have ``requires_grad=False``; the optimizer gets all the others.
+
+    :param config: the resolved run config.
+    :param backbone: the online encoder.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_compute_loss(
+    model: torch.nn.Module, views: list[torch.Tensor], step: int
+) -> dict[str, torch.Tensor]:
+    """Forward the views through the model and return the loss to minimize.
+
+    Called once per training step, in training mode. ``step`` counts optimizer steps already
+    taken (0 for the first).
+
+    :param model: the module returned by :func:`ssl_build_heads`.
+    :param views: normalized views from :func:`ssl_make_views`.
+    :param step: optimizer steps taken so far.
+    :return: ``{"loss": scalar tensor, ...}``; other scalar entries are logged as metrics.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_update_target(model: torch.nn.Module, step: int, total_steps: int) -> dict[str, float]:
+    """Update the target network, right after each optimizer step.
+
+    :param model: the module returned by :func:`ssl_build_heads`.
+    :param step: optimizer steps taken before the one just made (0 after the first step).
+    :param total_steps: optimizer steps in the whole run.
+    :return: scalars to log (e.g. ``{"tau": 0.996}``); ``{}`` for methods without a target.
+    """
+
+
+# --- lifecycle hooks (trackers, monitors) --------------------------------------------------
+
+
+@hookspec
+def ssl_run_start(run: RunContext) -> None:
+    """The run is set up (model, optimizer, data) and training is about to begin.
+
+    :param run: the run's context; ``run.config`` is the resolved config.
+    """
+
+
+@hookspec
+def ssl_step_end(run: RunContext, step: int, metrics: dict[str, float]) -> None:
+    """An optimizer step (and the target update) finished.
+
+    :param run: the run's context.
+    :param step: optimizer steps taken so far (1 after the first step).
+    :param metrics: ``loss``, ``lr``, the target update's scalars, and the loss hook's extras.
+    """
+
+
+@hookspec
+def ssl_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
+    """A pass over the training data finished.
+
+    :param run: the run's context.
+    :param epoch: epochs finished (1 after the first).
+    :param metrics: epoch aggregates, e.g. mean ``loss`` and ``img_per_s``.
+    """
+
+
+@hookspec
+def ssl_run_end(run: RunContext, status: str, metrics: dict[str, float]) -> None:
+    """The run ended; artifacts named in ``run.artifacts`` are written.
+
+    :param run: the run's context.
+    :param status: ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``.
+    :param metrics: final metrics (e.g. ``knn_top1`` and ``knn_top1_init``).
+    """

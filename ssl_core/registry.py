@@ -1,0 +1,143 @@
+"""Named components that plugins offer, and the lookup that turns a config name into one.
+
+Plugins hand components to the registry through the ``ssl_register_*`` hooks. A component is a
+*factory*: called once per run with the resolved config, it returns a plugin object whose
+hookimpls (``ssl_build_backbone``, ``ssl_make_views``, ...) the engine registers for the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError, closest
+
+#: Component kinds, each with the config group that selects it.
+KINDS: dict[str, str] = {
+    "method": "method",
+    "backbone": "backbone",
+    "view_generator": "augment",
+    "dataset": "data",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    """One named component offered by a plugin.
+
+    ``matches``/``catalog`` make a *family*: a component that answers for every name
+    ``matches(name)`` accepts (e.g. any timm model), with ``catalog()`` listing the names for
+    suggestions. ``auto_for`` lists the device types ("cpu", "cuda", ...) on which the
+    component is chosen by the name ``auto``.
+    """
+
+    kind: str
+    name: str
+    factory: Callable[[Any], object]
+    provider: str
+    options: type | None = None
+    description: str = ""
+    matches: Callable[[str], bool] | None = None
+    catalog: Callable[[], Iterable[str]] | None = None
+    auto_for: tuple[str, ...] = ()
+
+    @property
+    def is_family(self) -> bool:
+        return self.matches is not None
+
+
+class DuplicateComponentError(UserError):
+    """Two plugins registered the same name for the same kind."""
+
+
+class UnknownComponentError(UserError):
+    """A config names a component that no plugin registered."""
+
+
+@dataclass
+class Registry:
+    """All components offered by the loaded plugins, by kind and name."""
+
+    components: dict[str, dict[str, Component]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    def add(self, component: Component) -> None:
+        by_name = self.components[component.kind]
+        taken = by_name.get(component.name)
+        if taken is not None:
+            raise DuplicateComponentError(
+                f"{component.kind} '{component.name}' is registered twice: by plugin "
+                f"'{taken.provider}' and by plugin '{component.provider}'; uninstall or block one"
+            )
+        by_name[component.name] = component
+
+    def registrar(self, kind: str, provider: str) -> Callable[..., None]:
+        """The ``register`` callable handed to an ``ssl_register_*`` hook of one plugin."""
+
+        def register(
+            name: str,
+            factory: Callable[[Any], object],
+            *,
+            options: type | None = None,
+            description: str = "",
+            matches: Callable[[str], bool] | None = None,
+            catalog: Callable[[], Iterable[str]] | None = None,
+            auto_for: Iterable[str] = (),
+        ) -> None:
+            self.add(
+                Component(
+                    kind=kind,
+                    name=name,
+                    factory=factory,
+                    provider=provider,
+                    options=options,
+                    description=description,
+                    matches=matches,
+                    catalog=catalog,
+                    auto_for=tuple(auto_for),
+                )
+            )
+
+        return register
+
+    def __iter__(self) -> Iterator[Component]:
+        for by_name in self.components.values():
+            yield from by_name.values()
+
+    def names(self, kind: str) -> list[str]:
+        """Registered names of one kind (families by their label), sorted."""
+        return sorted(self.components[kind])
+
+    def auto(self, kind: str, device_type: str) -> Component:
+        """The component of ``kind`` chosen by the name ``auto`` on ``device_type``."""
+        for component in self.components[kind].values():
+            if device_type in component.auto_for:
+                return component
+        valid = ", ".join(self.names(kind)) or "none installed"
+        raise UnknownComponentError(
+            f"no {kind} is marked for 'auto' on device '{device_type}'; name one of: {valid}"
+        )
+
+    def get(self, kind: str, name: str) -> Component:
+        """The component called ``name``; unknown names list the valid ones and the closest."""
+        by_name = self.components[kind]
+        if name in by_name and not by_name[name].is_family:
+            return by_name[name]
+        for component in by_name.values():
+            if component.is_family and component.matches(name):
+                return component
+        group = KINDS[kind]
+        exact = [n for n, c in by_name.items() if not c.is_family]
+        families = [c for c in by_name.values() if c.is_family]
+        pool = list(exact)
+        for family in families:
+            pool.extend(family.catalog() if family.catalog else [])
+        hint = closest(name, pool)
+        parts = [f"unknown {kind} '{name}' ({group}={name})"]
+        if hint:
+            parts.append("did you mean: " + ", ".join(hint))
+        listed = exact + [f"any {f.name} name ({f.description})" for f in families]
+        parts.append("valid: " + (", ".join(listed) if listed else "none installed"))
+        raise UnknownComponentError("; ".join(parts))
