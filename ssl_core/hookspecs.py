@@ -181,6 +181,18 @@ def ssl_update_target(model: torch.nn.Module, step: int, total_steps: int) -> di
 
 
 @hookspec
+def ssl_validate_config(config: DictConfig) -> None:
+    """Check the resolved config before any work starts (no data loaded, no run created).
+
+    Called once per run, on every plugin that implements it and on the selected components'
+    run plugins. Raise :class:`ssl_core.UserError` with one line naming the bad value and
+    what would be valid.
+
+    :param config: the resolved run config.
+    """
+
+
+@hookspec
 def ssl_run_start(run: RunContext) -> None:
     """The run is set up (model, optimizer, data) and training is about to begin.
 
