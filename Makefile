@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Each creates the virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# The demo: BYOL on the embedded digits data, CPU, a few minutes, tracked in ./mlflow.db.
+DEMO_ARGS ?= method=byol backbone=resnet18 backbone.small_input=true data=digits \
+	data.image_size=16 trainer.epochs=6 trainer.batch_size=64 \
+	byol.proj_hidden_dim=1024 byol.pred_hidden_dim=1024 optim.warmup_epochs=1 \
+	tracking.experiment=demo
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/ssl run $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) runs mlflow.db .pytest_cache
