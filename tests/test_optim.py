@@ -1,0 +1,160 @@
+"""The optimizer of a run: LARS arithmetic, parameter groups, LR scaling and schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from ssl_core.errors import ConfigError
+from ssl_core.optim import (
+    LARS,
+    OptimOptions,
+    build_optimizer,
+    lr_at,
+    param_groups,
+    set_lr,
+)
+
+
+def _options(**overrides):
+    return OmegaConf.merge(OmegaConf.structured(OptimOptions), overrides)
+
+
+def _param(values, grad):
+    p = torch.nn.Parameter(torch.tensor(values))
+    p.grad = torch.tensor(grad)
+    return p
+
+
+def test_lars_step_matches_hand_computation():
+    # w = [3, 4], ‖w‖ = 5; g = [1, 2]; wd = 0.1 → g + wd·w = [1.3, 2.4], ‖·‖ = √(1.69 + 5.76)
+    # = √7.45; trust = η‖w‖/‖g‖ = 0.01·5/√7.45; buf = g·trust (first step, buf was 0);
+    # w' = w − lr·buf with lr = 2.
+    p = _param([3.0, 4.0], [1.0, 2.0])
+    opt = LARS([p], lr=2.0, momentum=0.9, weight_decay=0.1, trust_coefficient=0.01)
+    opt.step()
+    trust = 0.01 * 5.0 / math.sqrt(7.45)
+    expected = [3.0 - 2.0 * 1.3 * trust, 4.0 - 2.0 * 2.4 * trust]
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-6)
+
+    # Second step, same gradient: buf = 0.9·buf + g_adapted, ‖w'‖ changed so trust did too.
+    buf = torch.tensor([1.3, 2.4], dtype=torch.float64) * trust
+    w = torch.tensor(expected, dtype=torch.float64)
+    g = torch.tensor([1.0, 2.0], dtype=torch.float64) + 0.1 * w
+    buf = 0.9 * buf + g * (0.01 * w.norm() / g.norm())
+    p.grad = torch.tensor([1.0, 2.0])
+    opt.step()
+    assert p.detach().tolist() == pytest.approx((w - 2.0 * buf).tolist(), rel=1e-6)
+
+
+def test_lars_trust_is_one_when_a_norm_is_zero():
+    # ‖w‖ = 0: no adaptation, so w' = 0 − lr·g = −0.5·[1, 1].
+    p = _param([0.0, 0.0], [1.0, 1.0])
+    LARS([p], lr=0.5, weight_decay=0.0).step()
+    assert p.detach().tolist() == [-0.5, -0.5]
+
+
+def test_lars_excluded_group_is_plain_momentum_sgd():
+    # No weight decay and no trust ratio despite both being set: w' = w − lr·g, then
+    # buf = 0.9·g + g = 1.9·g, w'' = w' − lr·1.9·g.
+    p = _param([3.0, 4.0], [1.0, 2.0])
+    opt = LARS(
+        [{"params": [p], "lars_exclude": True}],
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=0.5,
+        trust_coefficient=1e-3,
+    )
+    opt.step()
+    assert p.detach().tolist() == pytest.approx([2.9, 3.8])
+    opt.step()
+    assert p.detach().tolist() == pytest.approx([2.9 - 0.19, 3.8 - 0.38])
+
+
+def test_lars_leaves_gradients_untouched():
+    p = _param([3.0, 4.0], [1.0, 2.0])
+    LARS([p], lr=1.0, weight_decay=0.1).step()
+    assert p.grad.tolist() == [1.0, 2.0]
+
+
+def test_param_groups_exclude_biases_and_norms_and_skip_frozen():
+    linear = torch.nn.Linear(3, 2)
+    norm = torch.nn.BatchNorm1d(2)
+    frozen = torch.nn.Linear(2, 2)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    model = torch.nn.Sequential(linear, norm, frozen)
+
+    regular, excluded = param_groups(model)
+
+    assert [id(p) for p in regular["params"]] == [id(linear.weight)]
+    assert {id(p) for p in excluded["params"]} == {id(linear.bias), id(norm.weight), id(norm.bias)}
+    assert excluded["weight_decay"] == 0.0
+    assert excluded["lars_exclude"] is True
+    assert "lars_exclude" not in regular
+
+
+@pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
+def test_optimizers_build_scale_lr_and_step(name):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = build_optimizer(model, _options(name=name, lr=0.2), batch_size=512)
+
+    assert [g["base_lr"] for g in opt.param_groups] == pytest.approx([0.4, 0.4])  # 0.2·512/256
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(4, 4)).pow(2).sum().backward()
+    opt.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+
+
+def test_build_optimizer_uses_options():
+    model = torch.nn.Linear(4, 3)
+    opt = build_optimizer(
+        model, _options(weight_decay=0.01, momentum=0.8, trust_coefficient=0.02), batch_size=128
+    )
+    group = opt.param_groups[0]
+    assert isinstance(opt, LARS)
+    assert group["lr"] == pytest.approx(0.45 / 2)
+    assert (group["weight_decay"], group["momentum"], group["trust_coefficient"]) == (
+        0.01,
+        0.8,
+        0.02,
+    )
+
+
+def test_momentum_of_one_is_refused():
+    with pytest.raises(ConfigError, match="optim.momentum"):
+        build_optimizer(torch.nn.Linear(2, 2), _options(momentum=1.0), batch_size=256)
+
+
+def test_lr_at_warmup_then_cosine():
+    # warm-up 10 steps, cosine over the remaining 100 steps (total 110), base 1.0
+    assert lr_at(0, 110, 10, 1.0) == pytest.approx(0.1)  # 1·(0+1)/10
+    assert lr_at(9, 110, 10, 1.0) == pytest.approx(1.0)  # last warm-up step: 1·10/10
+    assert lr_at(10, 110, 10, 1.0) == pytest.approx(1.0)  # cosine at progress 0
+    assert lr_at(60, 110, 10, 1.0) == pytest.approx(0.5)  # progress 1/2: (1 + cos π/2)/2
+    # last step, progress 99/100: (1 + cos 0.99π)/2 = (1 − cos 0.01π)/2 ≈ 2.467e-4
+    assert lr_at(109, 110, 10, 1.0) == pytest.approx((1 - math.cos(0.01 * math.pi)) / 2)
+    assert lr_at(109, 110, 10, 1.0) == pytest.approx(2.4672e-4, rel=1e-4)
+    assert lr_at(110, 110, 10, 1.0) == 0.0
+
+
+def test_lr_at_without_warmup_and_with_warmup_past_the_end():
+    assert lr_at(0, 100, 0, 2.0) == pytest.approx(2.0)
+    assert lr_at(50, 100, 0, 2.0) == pytest.approx(1.0)
+    # warm-up of 20 steps in a 10-step run: the ramp is not compressed and never decays
+    assert [lr_at(k, 10, 20, 2.0) for k in (0, 9)] == pytest.approx([0.1, 1.0])
+    assert lr_at(20, 10, 20, 2.0) == 0.0
+
+
+def test_set_lr_scales_every_group_from_its_base_lr():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = build_optimizer(model, _options(name="sgd", lr=0.1), batch_size=256)
+    opt.param_groups[1]["base_lr"] = 0.2
+    lr = set_lr(opt, step=0, total_steps=100, warmup_steps=10)
+    assert lr == pytest.approx(0.01)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02])
