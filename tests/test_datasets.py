@@ -1,0 +1,280 @@
+"""The built-in datasets: digits, folder and synthetic, and their registration."""
+
+from __future__ import annotations
+
+import pickle
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from ssl_core import UserError, datasets
+from ssl_core.registry import Registry
+
+IMAGE_SIZE = 16
+
+
+def make_config(name: str, seed: int = 0, **data: object) -> typing.Any:
+    return OmegaConf.create(
+        {"data": {"name": name, "image_size": IMAGE_SIZE, **data}, "trainer": {"seed": seed}}
+    )
+
+
+def build(name: str, seed: int = 0, **data: object):
+    registry = Registry()
+    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    component = registry.get("dataset", name)
+    defaults = OmegaConf.structured(component.options)
+    config = make_config(name, seed, **{**OmegaConf.to_container(defaults), **data})
+    return component.factory(config).ssl_build_dataset(config=config)
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def test_registers_the_three_datasets() -> None:
+    registry = Registry()
+    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    assert registry.names("dataset") == ["digits", "folder", "synthetic"]
+    for component in registry:
+        assert component.provider == "datasets"
+        assert component.description
+
+
+def test_options_are_typed_and_leave_the_core_keys_alone() -> None:
+    registry = Registry()
+    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    for component in registry:
+        hints = typing.get_type_hints(component.options)
+        assert "name" not in hints and "image_size" not in hints
+        assert "val_fraction" in hints
+        OmegaConf.structured(component.options)  # a valid OmegaConf schema
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_val_fraction_must_be_strictly_inside_zero_one(value: float) -> None:
+    with pytest.raises(UserError, match="data.val_fraction"):
+        build("synthetic", num_samples=8, val_fraction=value)
+
+
+# --- digits ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return build("digits")
+
+
+def test_digits_images_are_rgb_uint8_of_the_view_size(digits) -> None:
+    image, label = digits.train[0]
+    assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+    assert image.dtype == np.uint8
+    assert isinstance(label, int) and 0 <= label <= 9
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    brightest = max(int(digits.train[i][0].max()) for i in range(50))
+    assert 200 <= brightest <= 255  # 0–16 was rescaled to 0–255
+
+
+def test_digits_split_is_stratified_and_complete(digits) -> None:
+    assert len(digits.train) + len(digits.val) == 1797
+    assert len(digits.val) == pytest.approx(0.2 * 1797, abs=10)
+    assert digits.classes == [str(c) for c in range(10)]
+    assert digits.labelled
+    val_labels = {label for _, label in digits.val}
+    assert val_labels == set(range(10))
+
+
+def test_digits_split_depends_on_the_seed_only(digits) -> None:
+    again = build("digits", seed=0)
+    other = build("digits", seed=1)
+    assert (again.val.indices == digits.val.indices).all()
+    assert not np.array_equal(other.val.indices, digits.val.indices)
+
+
+def test_digits_sequence_pickles(digits) -> None:
+    copy = pickle.loads(pickle.dumps(digits.val))
+    assert len(copy) == len(digits.val)
+    assert np.array_equal(copy[3][0], digits.val[3][0])
+
+
+# --- folder ----------------------------------------------------------------------------------
+
+
+def save_images(root: Path) -> None:
+    """Two classes with images in every PIL mode the loader must handle, of mixed sizes."""
+    gray = Image.fromarray(np.full((20, 30), 100, dtype=np.uint8), mode="L")
+    rgba = np.zeros((24, 24, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[:12, :, 3] = 255  # top half opaque red, bottom half fully transparent red
+    palette = Image.new("P", (17, 13), 1)
+    palette.putpalette([0, 0, 0, 10, 220, 30] + [0] * 762)
+    deep = np.linspace(1000, 60000, 32 * 18).reshape(32, 18).astype(np.uint16)
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 40, 3), dtype=np.uint8)
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs" / "nested").mkdir(parents=True)
+    gray.save(root / "cats" / "gray.png")
+    Image.fromarray(rgba, mode="RGBA").save(root / "cats" / "alpha.PNG")
+    palette.save(root / "cats" / "palette.bmp")
+    Image.fromarray(deep).save(root / "dogs" / "deep.png")
+    Image.fromarray(rgb).save(root / "dogs" / "nested" / "photo.JPG")
+    Image.fromarray(rgb).save(root / "dogs" / "web.webp")
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    Image.fromarray(rgb).save(root / "dogs" / ".hidden.png")
+
+
+def all_items(data) -> list[tuple[np.ndarray, int]]:
+    return list(data.train) + list(data.val or [])
+
+
+def test_folder_with_class_subfolders_is_labelled(tmp_path: Path) -> None:
+    save_images(tmp_path)
+    data = build("folder", path=str(tmp_path), val_fraction=0.5)
+    assert data.classes == ["cats", "dogs"]
+    assert data.labelled
+    assert len(data.train) + len(data.val) == 6
+    assert {label for _, label in data.val} == {0, 1}
+    by_name = {}
+    for split in (data.train, data.val):
+        by_name.update(zip([Path(p).name for p in split.paths], split.labels, strict=True))
+    assert by_name == {
+        "gray.png": 0,
+        "alpha.PNG": 0,
+        "palette.bmp": 0,
+        "deep.png": 1,
+        "photo.JPG": 1,
+        "web.webp": 1,
+    }
+    for image, _ in all_items(data):
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def test_folder_converts_every_mode_to_rgb(tmp_path: Path) -> None:
+    save_images(tmp_path)
+    files = datasets.FolderImages([str(p) for p in datasets.find_images(tmp_path)], [0] * 6)
+    images = {Path(p).name: files[i][0] for i, p in enumerate(files.paths)}
+    assert images["gray.png"].shape == (20, 30, 3) and (images["gray.png"] == 100).all()
+    alpha = images["alpha.PNG"]
+    assert (alpha[:12] == [200, 0, 0]).all()
+    assert (alpha[12:] == 0).all()  # transparent pixels are composited on black
+    assert (images["palette.bmp"] == [10, 220, 30]).all()
+    deep = images["deep.png"]
+    assert deep.shape == (32, 18, 3)
+    # scaled by 65535 → 255, not clipped: 1000 → 4, 60000 → 233
+    assert deep.min() == 4 and deep.max() == 233
+    assert images["photo.JPG"].shape == (9, 40, 3)
+
+
+def test_palette_transparency_is_composited_on_black() -> None:
+    palette = Image.new("P", (5, 3), 1)
+    palette.putpalette([0, 0, 0, 10, 220, 30] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.info["transparency"] = 1  # palette entry 1 is fully transparent
+    rgb = datasets.pil_to_rgb(palette)
+    assert rgb.shape == (3, 5, 3) and rgb.dtype == np.uint8
+    assert (rgb == 0).all()
+
+
+def test_folder_items_pickle_and_load_lazily(tmp_path: Path) -> None:
+    save_images(tmp_path)
+    data = build("folder", path=str(tmp_path))
+    copy = pickle.loads(pickle.dumps(data.train))
+    assert isinstance(copy, datasets.FolderImages)
+    assert np.array_equal(copy[0][0], data.train[0][0])
+
+
+def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    for i in range(3):
+        Image.new("RGB", (8 + i, 8), (i, i, i)).save(tmp_path / f"{i}.png")
+    (tmp_path / "more").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "more" / "x.jpeg")
+    data = build("folder", path=str(tmp_path))
+    assert data.classes is None and data.val is None and not data.labelled
+    assert len(data.train) == 4
+    assert {label for _, label in data.train} == {-1}
+
+
+def test_folder_with_a_single_subfolder_is_unlabelled(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    data = build("folder", path=str(tmp_path))
+    assert data.classes is None and len(data.train) == 1
+
+
+def test_folder_without_path_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="data.path is required for data=folder"):
+        build("folder")
+
+
+def test_folder_missing_path_is_a_user_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(UserError, match="does not exist") as info:
+        build("folder", path=str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_folder_path_to_a_file_is_a_user_error(tmp_path: Path) -> None:
+    file = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(file)
+    with pytest.raises(UserError, match="is not a directory") as info:
+        build("folder", path=str(file))
+    assert str(file) in str(info.value)
+
+
+def test_folder_without_images_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(UserError, match="no images found") as info:
+        build("folder", path=str(tmp_path))
+    message = str(info.value)
+    assert str(tmp_path) in message and ".jpg" in message and ".webp" in message
+    assert "\n" not in message
+
+
+def test_folder_does_not_open_files_when_scanning(tmp_path: Path) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    data = build("folder", path=str(tmp_path))
+    assert len(data.train) == 1
+
+
+# --- synthetic -------------------------------------------------------------------------------
+
+
+def test_synthetic_has_the_asked_count_and_classes() -> None:
+    data = build("synthetic", num_samples=40, num_classes=4, val_fraction=0.25)
+    assert len(data.train) + len(data.val) == 40
+    assert len(data.val) == 12  # round(10 · 0.25) = 3 per class
+    assert data.classes is not None and len(data.classes) == 4
+    assert {label for _, label in data.val} == {0, 1, 2, 3}
+    image, _ = data.train[0]
+    assert image.shape == (IMAGE_SIZE, IMAGE_SIZE, 3) and image.dtype == np.uint8
+
+
+def test_synthetic_is_deterministic_by_seed() -> None:
+    first = build("synthetic", seed=3, num_samples=16)
+    second = build("synthetic", seed=3, num_samples=16)
+    other = build("synthetic", seed=4, num_samples=16)
+    for a, b in zip(all_items(first), all_items(second), strict=True):
+        assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert not np.array_equal(first.train[0][0], other.train[0][0])
+
+
+def test_synthetic_classes_differ_by_mean_colour() -> None:
+    data = build("synthetic", num_samples=40, num_classes=4)
+    means = np.zeros((4, 3))
+    for image, label in data.train:
+        means[label] += image.reshape(-1, 3).mean(0)
+    distances = np.linalg.norm(means[:, None] - means[None], axis=-1)
+    assert distances[~np.eye(4, dtype=bool)].min() > 20
+
+
+# --- split -----------------------------------------------------------------------------------
+
+
+def test_stratified_split_keeps_every_class_on_both_sides() -> None:
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 1)
+    train, val = datasets.stratified_split(labels, 0.1, seed=0)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(14))
+    assert set(labels[val]) == {0, 1}  # the lone class-2 item stays in train
+    assert set(labels[train]) == {0, 1, 2}
