@@ -1,0 +1,1 @@
+"""Backbones for ssl_core: the ``timm`` family, answering ``backbone=NAME`` for any timm model."""
