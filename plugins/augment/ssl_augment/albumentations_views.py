@@ -1,0 +1,134 @@
+"""The ``albumentations`` view generator: both BYOL views made per image in the CPU workers.
+
+:class:`TwoViews` runs the two pipelines of :mod:`ssl_augment.recipe` on each full image, the
+random resized crop cut from it at full resolution as the reference does on the host;
+:meth:`AlbumentationsViews.ssl_make_views` only converts the collated views to float.
+
+Unavoidable differences from the reference (and from the ``kornia`` generator):
+
+- the pipelines work on ``uint8`` images and round after each op, and OpenCV's 8-bit HSV keeps
+  hue in 2-degree steps, so a hue shift is quantized to 1/180 of a turn.
+- down-scaling crops are resized with area averaging (anti-aliased, as PIL does); kornia's
+  crops are only up-sampled, bilinearly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ssl_core import hookimpl
+
+from .recipe import CROP_RATIO, AugmentOptions, ViewRecipe, as_rgb, blur_kernel_size
+
+
+def build_pipeline(options: AugmentOptions, recipe: ViewRecipe, size: int, seed: int) -> Any:
+    """One view's ``albumentations.Compose``: ``uint8 HxWx3`` of any size to ``S x S``."""
+    import albumentations as A
+
+    kernel = blur_kernel_size(size)
+    return A.Compose(
+        [
+            A.RandomResizedCrop(
+                size=(size, size),
+                scale=(options.crop_scale_min, options.crop_scale_max),
+                ratio=CROP_RATIO,
+                area_for_downscale="image",
+            ),
+            A.HorizontalFlip(p=options.flip_prob),
+            # Random order of the four steps, torchvision's formulas.
+            A.ColorJitter(
+                brightness=options.brightness,
+                contrast=options.contrast,
+                saturation=options.saturation,
+                hue=options.hue,
+                p=options.jitter_prob,
+            ),
+            A.ToGray(num_output_channels=3, method="weighted_average", p=options.grayscale_prob),
+            A.GaussianBlur(
+                blur_limit=(kernel, kernel),
+                sigma_limit=(options.blur_sigma_min, options.blur_sigma_max),
+                p=recipe.blur_prob,
+            ),
+            # threshold_range is a fraction of 255: pixels >= 127.5 (128 and up) are inverted.
+            A.Solarize(threshold_range=(0.5, 0.5), p=recipe.solarize_prob),
+        ],
+        seed=seed,
+    )
+
+
+class TwoViews:
+    """Sample transform: the two BYOL views of one image.
+
+    Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"views": [uint8 [3,S,S]] * 2}``.
+    Picklable: the pipelines are rebuilt in each process that calls it, seeded from
+    ``torch.initial_seed()`` (distinct per DataLoader worker and epoch, fixed by
+    ``torch.manual_seed``) so that workers never repeat each other's draws.
+    """
+
+    def __init__(self, options: AugmentOptions, size: int) -> None:
+        self.options = options
+        self.size = size
+        self._pipelines: list[Any] = []
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["options"], state["size"])
+
+    def build(self) -> None:
+        """(Re)build the pipelines for this process, seeded from ``torch.initial_seed()``."""
+        import numpy as np
+
+        if torch.utils.data.get_worker_info() is not None:
+            import cv2
+
+            # Workers already run in parallel; OpenCV's own threads would oversubscribe the CPU
+            # (torch likewise runs workers single-threaded).
+            cv2.setNumThreads(1)
+        seeds = np.random.SeedSequence(torch.initial_seed()).generate_state(2)
+        self._pipelines = [
+            build_pipeline(self.options, recipe, self.size, int(seed))
+            for recipe, seed in zip(self.options.views(), seeds, strict=True)
+        ]
+        self._pid = os.getpid()
+
+    def __call__(self, image: Any) -> dict[str, list[torch.Tensor]]:
+        import numpy as np
+
+        # A pipeline forked from another process would repeat that process's draws.
+        if self._pid != os.getpid():
+            self.build()
+        array = as_rgb(image)
+        views = []
+        for pipeline in self._pipelines:
+            view = pipeline(image=array)["image"]
+            views.append(torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))))
+        return {"views": views}
+
+
+class AlbumentationsViews:
+    """Run plugin of the ``albumentations`` view generator."""
+
+    def __init__(self, config: Any) -> None:
+        self.size = int(config.data.image_size)
+        self.options = AugmentOptions.from_config(config)
+        # Fail on bad options now rather than in a worker; this also imports albumentations
+        # once, so forked workers need not. The transform seeds its own pipelines on first use.
+        for recipe in self.options.views():
+            build_pipeline(self.options, recipe, self.size, seed=0)
+        self.transform = TwoViews(self.options, self.size)
+
+    @hookimpl
+    def ssl_sample_transform(self, config: Any) -> TwoViews:
+        """Both views are made here, per image, in the DataLoader workers."""
+        return self.transform
+
+    @hookimpl
+    def ssl_make_views(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """The collated ``uint8`` views as ``float32 [B,3,S,S]`` in ``[0,1]``."""
+        return [v.float().div_(255.0) for v in batch["views"]]
