@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the resolved config with its defaults")
     config.add_argument("overrides", nargs="*", metavar="key=value")
+    config.add_argument(
+        "--reference", action="store_true", help="print every option as a markdown table instead"
+    )
     config.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     plugins = sub.add_parser("plugins", help="list installed plugins and their components")
@@ -69,6 +72,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     plugins = _load_plugins()
     warn_failures(plugins)
+    if args.reference:
+        from .config import reference
+
+        print(reference(args.overrides, plugins.registry), end="")
+        return 0
     cfg, _ = build_config(args.overrides, plugins.registry)
     print(to_yaml(cfg), end="")
     return 0

@@ -163,7 +163,12 @@ def _select(registry: Registry, wanted: dict[str, Any]) -> Selection:
         method_name = methods[0]
     augment = wanted.get("augment.name", "auto")
     if augment == "auto":
-        device = resolve_device(str(wanted.get("trainer.device", "auto")))
+        device = str(wanted.get("trainer.device", "auto"))
+        valid = {f.name: f for f in dataclasses.fields(TrainerOptions)}["device"]
+        problem = check_value("trainer.device", device, valid)
+        if problem:
+            raise ConfigError(problem)
+        device = resolve_device(device)
         view_generator = registry.auto("view_generator", device)
     else:
         view_generator = registry.get("view_generator", str(augment))
@@ -301,3 +306,37 @@ def to_yaml(cfg: DictConfig) -> str:
 def flatten(cfg: DictConfig) -> dict[str, Any]:
     """``{"group.key": value}`` for every leaf (MLflow params)."""
     return {k: OmegaConf.select(cfg, k) for k in _flat_keys(cfg)}
+
+
+def _bounds(field: dataclasses.Field) -> str:
+    meta = field.metadata
+    if meta.get("choices"):
+        return ", ".join(str(c) for c in meta["choices"])
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and hi is not None:
+        return f"[{lo}, {hi}]"
+    if lo is not None:
+        return f">= {lo}"
+    if hi is not None:
+        return f"<= {hi}"
+    return ""
+
+
+def reference(args: list[str], registry: Registry) -> str:
+    """A markdown table of every option of the selected components, with defaults and help."""
+    _, selection = build_config(args, registry)
+    rows = ["| key | type | default | valid | meaning |", "| --- | --- | --- | --- | --- |"]
+    rows.append(
+        "| `output_dir` | str | `runs/<run name>` | | run directory: config, checkpoint, weights |"
+    )
+    for group, dc in _schema(selection).items():
+        for name, tp, field in _typed_fields(dc):
+            default = field.default if field.default is not dataclasses.MISSING else ""
+            type_name = getattr(tp, "__name__", str(tp)).replace("typing.", "")
+            if str(tp).startswith(("typing.Optional", "str | None", "int | None")):
+                type_name = str(tp).replace("typing.", "")
+            rows.append(
+                f"| `{group}.{name}` | {type_name} | `{default}` | {_bounds(field)} "
+                f"| {field.metadata.get('help', '')} |"
+            )
+    return "\n".join(rows) + "\n"

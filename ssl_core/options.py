@@ -48,12 +48,10 @@ def check_value(key: str, value: Any, field: dataclasses.Field) -> str | None:
         return f"invalid value {key}={value!r}; valid: {valid}"
     lo, hi = meta.get("min"), meta.get("max")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if lo is not None and value < lo:
-            return f"{key}={value} is out of range; must be >= {lo}" + (
-                f" and <= {hi}" if hi is not None else ""
-            )
-        if hi is not None and value > hi:
-            return f"{key}={value} is out of range; must be <= {hi}" + (
-                f" and >= {lo}" if lo is not None else ""
-            )
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            if lo is not None and hi is not None:
+                valid = f"must be in [{lo}, {hi}]"
+            else:
+                valid = f"must be >= {lo}" if lo is not None else f"must be <= {hi}"
+            return f"{key}={value} is out of range; {valid}"
     return None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError, closest
+from .errors import ConfigError, UserError, closest
 
 #: Component kinds, each with the config group that selects it.
 KINDS: dict[str, str] = {
@@ -51,7 +51,7 @@ class DuplicateComponentError(UserError):
     """Two plugins registered the same name for the same kind."""
 
 
-class UnknownComponentError(UserError):
+class UnknownComponentError(ConfigError):
     """A config names a component that no plugin registered."""
 
 
@@ -129,13 +129,14 @@ class Registry:
             if component.is_family and component.matches(name):
                 return component
         group = KINDS[kind]
+        label = kind.replace("_", " ")
         exact = [n for n, c in by_name.items() if not c.is_family]
         families = [c for c in by_name.values() if c.is_family]
         pool = list(exact)
         for family in families:
             pool.extend(family.catalog() if family.catalog else [])
         hint = closest(name, pool)
-        parts = [f"unknown {kind} '{name}' ({group}={name})"]
+        parts = [f"unknown {label} '{name}' ({group}={name})"]
         if hint:
             parts.append("did you mean: " + ", ".join(hint))
         listed = exact + [f"any {f.name} name ({f.description})" for f in families]
