@@ -73,9 +73,9 @@ def cmd_config(args: argparse.Namespace) -> int:
     plugins = _load_plugins()
     warn_failures(plugins)
     if args.reference:
-        from .config import reference
+        from .config import reference  # every installed option; overrides do not apply
 
-        print(reference(args.overrides, plugins.registry), end="")
+        print(reference(plugins.registry), end="")
         return 0
     cfg, _ = build_config(args.overrides, plugins.registry)
     print(to_yaml(cfg), end="")

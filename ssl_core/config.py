@@ -322,21 +322,38 @@ def _bounds(field: dataclasses.Field) -> str:
     return ""
 
 
-def reference(args: list[str], registry: Registry) -> str:
-    """A markdown table of every option of the selected components, with defaults and help."""
-    _, selection = build_config(args, registry)
+def _reference_row(key: str, tp: Any, field: dataclasses.Field, note: str = "") -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    type_name = f"{args[0].__name__} or null" if len(args) == 1 else getattr(tp, "__name__", tp)
+    default = field.default if field.default is not dataclasses.MISSING else ""
+    default = "null" if default is None else default
+    meaning = field.metadata.get("help", "")
+    if note:
+        meaning = f"{note}: {meaning}"
+    return f"| `{key}` | {type_name} | `{default}` | {_bounds(field)} | {meaning} |"
+
+
+def reference(registry: Registry) -> str:
+    """A markdown table of every option: the core's, then each installed component's."""
     rows = ["| key | type | default | valid | meaning |", "| --- | --- | --- | --- | --- |"]
     rows.append(
         "| `output_dir` | str | `runs/<run name>` | | run directory: config, checkpoint, weights |"
     )
-    for group, dc in _schema(selection).items():
-        for name, tp, field in _typed_fields(dc):
-            default = field.default if field.default is not dataclasses.MISSING else ""
-            type_name = getattr(tp, "__name__", str(tp)).replace("typing.", "")
-            if str(tp).startswith(("typing.Optional", "str | None", "int | None")):
-                type_name = str(tp).replace("typing.", "")
-            rows.append(
-                f"| `{group}.{name}` | {type_name} | `{default}` | {_bounds(field)} "
-                f"| {field.metadata.get('help', '')} |"
+    kind_of_group = {group: kind for group, kind in SELECTOR_GROUPS.items()}
+    for group, dc in _core_groups().items():
+        rows.extend(_reference_row(f"{group}.{n}", tp, f) for n, tp, f in _typed_fields(dc))
+        kind = kind_of_group.get(group)
+        if kind is None:
+            continue
+        by_options: dict[type, list[Component]] = {}
+        for component in registry.components[kind].values():
+            if component.options is not None:
+                by_options.setdefault(component.options, []).append(component)
+        for options, components in by_options.items():
+            names = ", ".join(c.name for c in components)
+            prefix = group if kind != "method" else components[0].name
+            rows.extend(
+                _reference_row(f"{prefix}.{n}", tp, f, note=f"{group}={names}")
+                for n, tp, f in _typed_fields(options)
             )
     return "\n".join(rows) + "\n"
