@@ -69,6 +69,14 @@ def _first(plugins: Plugins, hook: str, selection: Selection, kind: str, **kwarg
     return result
 
 
+def encoder_prefix(model: Any, encoder: Any) -> str:
+    """Where ``encoder`` sits in ``model``: its prefix in ``model.state_dict()``."""
+    for name, module in model.named_modules():
+        if module is encoder:
+            return name
+    raise RuntimeError("ssl_build_heads returned a model that does not contain the backbone")
+
+
 def _knn(config: DictConfig, encoder: Any, data: Any, device: Any) -> float | None:
     if not (config.eval.knn and data.labelled):
         return None
@@ -146,6 +154,8 @@ def _train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[s
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
         batch_size=trainer.batch_size,
+        data=data,
+        encoder_prefix=encoder_prefix(model, backbone),
         plugin_versions=plugins.versions(),
     )
     run.artifacts["config"] = config_path
@@ -180,6 +190,7 @@ def _train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[s
                 "epoch": run.epoch,
                 "config": to_yaml(config),
                 "mlflow_run_id": run.tracking_run_id,
+                "encoder_prefix": run.encoder_prefix,
             },
         )
         run.artifacts["encoder"] = save_weights(output_dir / "encoder.safetensors", backbone)
@@ -210,7 +221,7 @@ def _loop(
         model.train()
         started, images, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
         for batch in loader:
-            batch = to_device(batch, device)
+            batch = run.batch = to_device(batch, device)
             views = _first(plugins, "ssl_make_views", selection, "view_generator", batch=batch)
             views = [normalize(v).contiguous(memory_format=memory_format) for v in views]
             lr = set_lr(optimizer, run.step, run.total_steps, warmup_steps)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from .config import Selection
+    from .data import ImageData
 
 
 @dataclass
@@ -19,7 +20,9 @@ class RunContext:
 
     The engine owns every field; hooks read them and may add entries to ``extra``. ``step``
     counts optimizer steps taken; ``artifacts`` maps a name (``checkpoint``, ``encoder``,
-    ``config``) to a file written in ``output_dir``.
+    ``config``) to a file written in ``output_dir``. ``batch`` is the current training batch
+    (on the device, with ``"label"``) while a step runs. ``encoder_prefix`` is where the
+    encoder sits in ``model.state_dict()`` (``"online_encoder"`` → ``"online_encoder.*"``).
     """
 
     config: DictConfig
@@ -32,6 +35,9 @@ class RunContext:
     total_steps: int
     steps_per_epoch: int
     batch_size: int
+    data: ImageData | None = None
+    encoder_prefix: str = ""
+    batch: dict[str, Any] | None = None
     plugin_versions: dict[str, str] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     step: int = 0
