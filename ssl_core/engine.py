@@ -101,7 +101,7 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
 def _train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[str, float]:
     import torch
 
-    from .data import build_train_loader, normalize, to_device
+    from .loader import build_train_loader, normalize, to_device
     from .optim import build_optimizer, set_lr
     from .run import RunContext
 

@@ -109,6 +109,10 @@ def ssl_sample_transform(config: DictConfig) -> Callable[[Any], dict[str, Any]]:
     ``uint8`` ``HxWx3`` numpy array of any size) and returns a dict of tensors, either
     ``{"image": uint8 [3,S,S]}`` (views made later on the device) or
     ``{"views": [uint8 [3,S,S], ...]}`` (views made here), with ``S = data.image_size``.
+    Before each call the loader seeds torch, numpy and ``random`` from the sample's own seed
+    (a function of ``trainer.seed``, the epoch and the sample's place in it): draw randomness
+    from those RNGs (or seed private generators from them) so that views do not depend on
+    the number of workers and a resumed run sees the same views.
 
     :param config: the resolved run config.
     """

@@ -90,7 +90,7 @@ def knn_eval(
 
     :raises ValueError: when ``data`` has no labelled validation split.
     """
-    from .data import extract_features
+    from .loader import extract_features
 
     if not data.labelled or data.val is None:
         raise ValueError("knn_eval needs labelled data with a validation split")

@@ -15,6 +15,7 @@ Unavoidable differences from the reference (and from the ``kornia`` generator):
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 import torch
@@ -63,9 +64,8 @@ class TwoViews:
     """Sample transform: the two BYOL views of one image.
 
     Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"views": [uint8 [3,S,S]] * 2}``.
-    Picklable: the pipelines are rebuilt in each process that calls it, seeded from
-    ``torch.initial_seed()`` (distinct per DataLoader worker and epoch, fixed by
-    ``torch.manual_seed``) so that workers never repeat each other's draws.
+    Picklable: the pipelines are rebuilt in each process that calls it, and every call draws
+    their random state from torch's RNG, which the loader seeds per sample.
     """
 
     def __init__(self, options: AugmentOptions, size: int) -> None:
@@ -105,7 +105,11 @@ class TwoViews:
             self.build()
         array = as_rgb(image)
         views = []
-        for pipeline in self._pipelines:
+        # Draws come from torch's RNG, which the loader seeds per sample: the views of a run
+        # then depend neither on the number of workers nor on where a resumed run restarted.
+        seeds = torch.randint(0, 2**62, (len(self._pipelines),)).tolist()
+        for pipeline, seed in zip(self._pipelines, seeds, strict=True):
+            pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
             view = pipeline(image=array)["image"]
             views.append(torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))))
         return {"views": views}

@@ -1,4 +1,4 @@
-"""The loaders and evaluation helpers of ``ssl_core.data``."""
+"""The loaders and evaluation helpers of ``ssl_core.loader``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from ssl_core import UserError
-from ssl_core.data import (
+from ssl_core.loader import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    EpochBatchSampler,
     SampleDataset,
     build_train_loader,
     eval_transform,
@@ -171,3 +172,38 @@ def test_extract_features_shapes_and_restores_train_mode() -> None:
     encoder.eval()
     extract_features(encoder, items, image_size=8, device="cpu")
     assert not encoder.training
+
+
+class RandomTransform:
+    """A transform that draws from torch's RNG, as view generators do (picklable)."""
+
+    def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        return {"image": torch.from_numpy(image).permute(2, 0, 1).float() + torch.rand(1)}
+
+
+def test_resumed_epoch_yields_the_tail_of_the_full_epoch() -> None:
+    sampler = EpochBatchSampler(num_items=23, batch_size=4, seed=7)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    assert len(full) == 5 and all(len(batch) == 4 for batch in full)
+    sampler.set_epoch(3, start_batch=2)
+    assert len(sampler) == 3
+    assert list(sampler) == full[2:]
+    sampler.set_epoch(4)
+    assert list(sampler) != full
+
+
+def test_views_do_not_depend_on_worker_count() -> None:
+    items = make_items(12)
+
+    def views(workers: int) -> list[torch.Tensor]:
+        data = build_train_loader(
+            items, RandomTransform(), batch_size=4, num_workers=workers, seed=3, pin_memory=False
+        )
+        data.batch_sampler.set_epoch(1)
+        return [batch["image"] for batch in data]
+
+    single, pooled = views(0), views(2)
+    assert all(torch.equal(a, b) for a, b in zip(single, pooled, strict=True))
+    # the draws differ from sample to sample
+    assert len({float(v) for batch in single for v in batch[:, 0, 0, 0] % 1}) > 6
