@@ -42,11 +42,32 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     return write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
+FORMAT = "ssl_core.checkpoint/1"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint without executing code from it."""
+    """Load one of our checkpoints without executing code from it.
+
+    :raises UserError: when the file is missing, truncated or corrupt, or not ours.
+    """
+    import pickle
+    import zipfile
+
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from .errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint '{path}' is truncated, corrupt or unsafe: {first}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"'{path}' is not an ssl_core checkpoint (no '{FORMAT}' format tag)")
+    return state
 
 
 def save_weights(path: Path, module: Any) -> Path:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import UserError
+from .errors import RunInterrupted, UserError
 
 EXAMPLES = """\
 examples:
@@ -150,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RunInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -20,6 +20,20 @@ class ConfigError(UserError):
     """A config key, type or value that is not valid."""
 
 
+class RunFailed(UserError):
+    """Training cannot go on (a non-finite loss, a failed checkpoint write); exit code 1."""
+
+    exit_code = 1
+
+
+class RunInterrupted(Exception):
+    """The run stopped on SIGINT/SIGTERM after writing a checkpoint; exit code 128 + signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates closest to ``word`` (for "did you mean" hints), best first."""
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

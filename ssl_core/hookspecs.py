@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from omegaconf import DictConfig
 
@@ -221,6 +223,18 @@ def ssl_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> Non
     :param run: the run's context.
     :param epoch: epochs finished (1 after the first).
     :param metrics: epoch aggregates, e.g. mean ``loss`` and ``img_per_s``.
+    """
+
+
+@hookspec
+def ssl_checkpoint(run: RunContext, path: Path) -> None:
+    """A checkpoint of ``run.step`` is about to be written to ``path``.
+
+    Trackers store everything logged so far here: a run resumed from this checkpoint then
+    neither repeats nor misses a step of the metric history.
+
+    :param run: the run's context.
+    :param path: where the checkpoint goes.
     """
 
 

@@ -21,7 +21,8 @@ class RunContext:
     The engine owns every field; hooks read them and may add entries to ``extra``. ``step``
     counts optimizer steps taken; ``artifacts`` maps a name (``checkpoint``, ``encoder``,
     ``config``) to a file written in ``output_dir``. ``batch`` is the current training batch
-    (on the device, with ``"label"``) while a step runs. ``encoder_prefix`` is where the
+    (on the device, with ``"label"``) while a step runs. A resumed run has ``resumed_from`` set
+    and ``tracking_run_id`` taken from the checkpoint, so trackers continue the same run. ``encoder_prefix`` is where the
     encoder sits in ``model.state_dict()`` (``"online_encoder"`` → ``"online_encoder.*"``).
     """
 
@@ -43,6 +44,7 @@ class RunContext:
     step: int = 0
     epoch: int = 0
     tracking_run_id: str | None = None
+    resumed_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
