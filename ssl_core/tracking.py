@@ -2,32 +2,52 @@
 
 The default store is MLflow's embedded SQLite file (``sqlite:///mlflow.db`` in the working
 directory); ``tracking.uri=http://host:5000`` sends the run to a tracking server instead.
-Metrics are buffered and sent in batches so logging does not slow the training loop.
+Metrics are buffered and sent in batches so logging does not slow the training loop. A server
+that goes away mid-run does not stop training: metrics stay buffered and are sent when it
+answers again, or written to ``output_dir/unsent_metrics.jsonl`` at the end.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import hookimpl
 from .errors import UserError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from omegaconf import DictConfig
 
     from .run import RunContext
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
-_BATCH = 200  # entries per log_batch call
+_BATCH = 200  # metrics buffered before a send
+_RETRY_AFTER_S = 30.0  # after a failed send, wait this long before trying again
+_KNOWN_SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
 
 
 def _check_uri(uri: str) -> None:
     scheme, sep, rest = uri.partition("://")
-    known = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
-    if not sep or not rest or scheme.split("+")[0] not in known:
-        valid = ", ".join(f"{k}://" for k in known[:4])
+    if not sep or not rest or scheme.split("+")[0] not in _KNOWN_SCHEMES:
+        valid = ", ".join(f"{k}://" for k in _KNOWN_SCHEMES[:4])
         raise UserError(f"malformed tracking.uri '{uri}'; expected e.g. {valid}...")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail_fast_on_http() -> None:
+    # MLflow retries an HTTP request for minutes by default; a run should notice an absent
+    # server in seconds (and keep training, see flush).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 
 class MlflowTracker:
@@ -37,49 +57,89 @@ class MlflowTracker:
         self.client: Any = None
         self.run_id: str | None = None
         self.buffer: list[Any] = []
+        self.logged_until = 0  # a resumed run skips steps its first life already logged
+        self.failing_since: float | None = None
 
     @hookimpl
     def ssl_validate_config(self, config: DictConfig) -> None:
-        if config.tracking.enabled:
-            _check_uri(config.tracking.uri)
+        tracking = config.tracking
+        if not tracking.enabled:
+            return
+        _check_uri(tracking.uri)
+        if tracking.uri.startswith(("http://", "https://")):
+            _fail_fast_on_http()
+            from mlflow.tracking import MlflowClient
+
+            try:
+                MlflowClient(tracking_uri=tracking.uri).search_experiments(max_results=1)
+            except Exception as exc:
+                raise UserError(
+                    f"cannot reach the MLflow tracking server at {tracking.uri}: {_first_line(exc)}"
+                ) from None
 
     @hookimpl
     def ssl_run_start(self, run: RunContext) -> None:
         tracking = run.config.tracking
         if not tracking.enabled:
             return
-        from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
-
-        from .config import flatten
 
         try:
             client = MlflowClient(tracking_uri=tracking.uri)
-            experiment = client.get_experiment_by_name(tracking.experiment)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else client.create_experiment(tracking.experiment)
-            )
-            mlrun = client.create_run(experiment_id, run_name=tracking.run_name, tags=run.tags)
+            run_id = self._continue(client, run.tracking_run_id)
+            if run_id is None:
+                run_id = self._create(client, run)
+        except UserError:
+            raise
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot use MLflow store '{tracking.uri}': {first}") from None
-        self.client, self.run_id, self.buffer = client, mlrun.info.run_id, []
-        run.tracking_run_id = self.run_id
-        params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(run.config).items()]
-        for i in range(0, len(params), 100):
-            client.log_batch(self.run_id, params=params[i : i + 100])
+            raise UserError(
+                f"cannot use MLflow store '{tracking.uri}': {_first_line(exc)}"
+            ) from None
+        self.client, self.run_id, self.buffer, self.failing_since = client, run_id, [], None
+        run.tracking_run_id = run_id
+        verb = "continuing" if self.logged_until else "run"
         print(
-            f"mlflow: run {self.run_id} in experiment '{tracking.experiment}' at {tracking.uri}",
+            f"mlflow: {verb} {run_id} in experiment '{tracking.experiment}' at {tracking.uri}",
             file=sys.stderr,
         )
 
-    def _log(self, metrics: dict[str, float], step: int) -> None:
-        if self.run_id is None:
-            return
-        import time
+    def _continue(self, client: Any, run_id: str | None) -> str | None:
+        """Reopen the run of a resumed checkpoint; ``None`` when there is none to reopen."""
+        self.logged_until = 0
+        if run_id is None:
+            return None
+        try:
+            client.get_run(run_id)
+        except Exception:
+            return None  # the checkpoint's run lives in another store: start a new one
+        client.update_run(run_id, status="RUNNING")
+        history = client.get_metric_history(run_id, "loss")
+        self.logged_until = max((m.step for m in history), default=0)
+        return run_id
 
+    def _create(self, client: Any, run: RunContext) -> str:
+        from mlflow.entities import Param
+
+        from .config import flatten
+
+        tracking = run.config.tracking
+        experiment = client.get_experiment_by_name(tracking.experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else client.create_experiment(tracking.experiment)
+        )
+        run_id = client.create_run(
+            experiment_id, run_name=tracking.run_name, tags=run.tags
+        ).info.run_id
+        params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(run.config).items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[i : i + 100])
+        return run_id
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run_id is None or step <= self.logged_until:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -87,12 +147,30 @@ class MlflowTracker:
         if len(self.buffer) >= _BATCH:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, *, force: bool = False) -> bool:
+        """Send the buffered metrics; on failure keep them and retry later. True when sent."""
         if self.run_id is None or not self.buffer:
-            return
-        for i in range(0, len(self.buffer), 1000):
-            self.client.log_batch(self.run_id, metrics=self.buffer[i : i + 1000])
-        self.buffer = []
+            return True
+        waiting = self.failing_since is not None
+        if waiting and not force and time.monotonic() - self.failing_since < _RETRY_AFTER_S:
+            return False
+        try:
+            while self.buffer:
+                self.client.log_batch(self.run_id, metrics=self.buffer[:1000])
+                del self.buffer[:1000]
+        except Exception as exc:
+            if not waiting:
+                print(
+                    f"warning: MLflow did not take the metrics ({_first_line(exc)}); "
+                    "training goes on and they are kept to send later",
+                    file=sys.stderr,
+                )
+            self.failing_since = time.monotonic()
+            return False
+        if waiting:
+            print("mlflow: the store answers again; buffered metrics sent", file=sys.stderr)
+        self.failing_since = None
+        return True
 
     @hookimpl
     def ssl_step_end(self, run: RunContext, step: int, metrics: dict[str, float]) -> None:
@@ -104,15 +182,44 @@ class MlflowTracker:
         self.flush()
 
     @hookimpl
+    def ssl_checkpoint(self, run: RunContext, path: Path) -> None:
+        self.flush(force=True)
+
+    @hookimpl
     def ssl_run_end(self, run: RunContext, status: str, metrics: dict[str, float]) -> None:
         if self.run_id is None:
             return
         try:
             self._log(metrics, run.step)
-            self.flush()
-            for name, path in run.artifacts.items():
-                if path.exists():
-                    self.client.log_artifact(self.run_id, str(path), artifact_path=name)
+            if not self.flush(force=True):
+                self._write_unsent(run)
+                return
+            try:
+                for name, path in run.artifacts.items():
+                    if path.exists():
+                        self.client.log_artifact(self.run_id, str(path), artifact_path=name)
+                self.client.set_terminated(self.run_id, status=status)
+            except Exception as exc:
+                print(
+                    f"warning: MLflow did not take the run's end: {_first_line(exc)}",
+                    file=sys.stderr,
+                )
         finally:
-            self.client.set_terminated(self.run_id, status=status)
             self.client, self.run_id = None, None
+
+    def _write_unsent(self, run: RunContext) -> None:
+        path = run.output_dir / "unsent_metrics.jsonl"
+        with open(path, "a") as handle:
+            for m in self.buffer:
+                handle.write(
+                    json.dumps(
+                        {"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}
+                    )
+                    + "\n"
+                )
+        print(
+            f"warning: MLflow was unreachable at the end of the run; {len(self.buffer)} metric "
+            f"values of run {self.run_id} are in {path}, not in the store",
+            file=sys.stderr,
+        )
+        self.buffer = []
