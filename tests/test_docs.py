@@ -26,7 +26,7 @@ def test_readme_configuration_reference_is_generated_one():
     start = text.index("<!-- reference:start -->\n") + len("<!-- reference:start -->\n")
     end = text.index("<!-- reference:end -->")
     assert text[start:end] == builtin_reference(), (
-        "README's configuration reference is stale: regenerate it with `ssl config --reference`"
+        "README's configuration reference is stale: regenerate it with `make docs`"
     )
 
 
@@ -37,3 +37,15 @@ def test_every_hook_is_in_the_readme():
     for name in hooks:
         short = name.removeprefix("ssl_register_")
         assert name in text or f"_{short}" in text, f"{name} is not documented in README.md"
+
+
+def write_reference() -> None:
+    """Rewrite README's configuration reference from the installed built-in plugins."""
+    text = README.read_text()
+    start = text.index("<!-- reference:start -->\n") + len("<!-- reference:start -->\n")
+    end = text.index("<!-- reference:end -->")
+    README.write_text(text[:start] + builtin_reference() + text[end:])
+
+
+if __name__ == "__main__":
+    write_reference()
