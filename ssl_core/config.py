@@ -161,6 +161,10 @@ def _select(registry: Registry, wanted: dict[str, Any]) -> Selection:
             valid = ", ".join(methods) or "none installed"
             raise ConfigError(f"no method given; choose one with method=NAME (valid: {valid})")
         method_name = methods[0]
+    method = registry.get("method", str(method_name))
+    # The method's recipe may choose the other components (DINO its multi-crop views); what
+    # the user named wins.
+    wanted = {**method.defaults, **wanted}
     augment = wanted.get("augment.name", "auto")
     if augment == "auto":
         device = str(wanted.get("trainer.device", "auto"))
@@ -173,7 +177,7 @@ def _select(registry: Registry, wanted: dict[str, Any]) -> Selection:
     else:
         view_generator = registry.get("view_generator", str(augment))
     return Selection(
-        method=registry.get("method", str(method_name)),
+        method=method,
         backbone=registry.get("backbone", str(wanted.get("backbone.name", "resnet18"))),
         view_generator=view_generator,
         dataset=registry.get("dataset", str(wanted.get("data.name", "digits"))),
@@ -269,6 +273,25 @@ def _default_run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.backbone.name}-{stamp}"
 
 
+def _apply_method_defaults(cfg: DictConfig, method: Component, given: set[str]) -> None:
+    """Set the method's recipe (``register(..., defaults=...)``) on keys the user left alone.
+
+    A key the selected components do not have is skipped: the user chose a component the
+    recipe does not speak of.
+    """
+    present = set(_flat_keys(cfg))
+    for key, value in method.defaults.items():
+        if key in given or key not in present:
+            continue
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException:
+            raise ConfigError(
+                f"method '{method.name}' (plugin '{method.provider}') has the invalid default "
+                f"{key}={value!r}"
+            ) from None
+
+
 def build_config(args: list[str], registry: Registry) -> tuple[DictConfig, Selection]:
     """Resolve ``key=value`` arguments against the installed components.
 
@@ -283,6 +306,7 @@ def build_config(args: list[str], registry: Registry) -> tuple[DictConfig, Selec
     root["output_dir"] = None
     cfg = OmegaConf.create(root)
     OmegaConf.set_struct(cfg, True)
+    _apply_method_defaults(cfg, selection.method, {key for key, _ in pairs})
     for key, raw in pairs:
         _apply(cfg, schema, key, raw)
     _check_ranges(cfg, schema)

@@ -7,8 +7,9 @@ hookimpls (``ssl_build_backbone``, ``ssl_make_views``, ...) the engine registers
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError, UserError, closest
@@ -30,6 +31,10 @@ class Component:
     ``matches(name)`` accepts (e.g. any timm model), with ``catalog()`` listing the names for
     suggestions. ``auto_for`` lists the device types ("cpu", "cuda", ...) on which the
     component is chosen by the name ``auto``.
+
+    ``defaults`` (methods only) is the method's recipe for other components' options,
+    ``{"optim.name": "sgd", "augment.name": "multicrop"}``: the config applies each to a run of
+    the method unless the user set that key, or the selected components have no such key.
     """
 
     kind: str
@@ -41,6 +46,9 @@ class Component:
     matches: Callable[[str], bool] | None = None
     catalog: Callable[[], Iterable[str]] | None = None
     auto_for: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, hash=False
+    )
 
     @property
     def is_family(self) -> bool:
@@ -53,6 +61,24 @@ class DuplicateComponentError(UserError):
 
 class UnknownComponentError(ConfigError):
     """A config names a component that no plugin registered."""
+
+
+def _checked_defaults(
+    kind: str, name: str, defaults: Mapping[str, Any] | None
+) -> Mapping[str, Any]:
+    """``defaults`` as a read-only mapping; a mistake in them is a bug of the plugin."""
+    if not defaults:
+        return MappingProxyType({})
+    if kind != "method":
+        raise ValueError(f"{kind} '{name}' gives defaults; only a method may (its recipe)")
+    for key in defaults:
+        group, dot, leaf = str(key).partition(".")
+        if not (dot and group and leaf) or group == "method":
+            raise ValueError(
+                f"method '{name}' gives a default for '{key}'; keys are 'group.key' of another "
+                "group than 'method' (e.g. 'optim.lr', 'augment.name')"
+            )
+    return MappingProxyType(dict(defaults))
 
 
 @dataclass
@@ -85,6 +111,7 @@ class Registry:
             matches: Callable[[str], bool] | None = None,
             catalog: Callable[[], Iterable[str]] | None = None,
             auto_for: Iterable[str] = (),
+            defaults: Mapping[str, Any] | None = None,
         ) -> None:
             self.add(
                 Component(
@@ -97,6 +124,7 @@ class Registry:
                     matches=matches,
                     catalog=catalog,
                     auto_for=tuple(auto_for),
+                    defaults=_checked_defaults(kind, name, defaults),
                 )
             )
 
