@@ -6,7 +6,8 @@ plugins are listed, so torch, scikit-learn and PIL are imported only when a data
 - ``digits``: scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), so a run
   works offline out of the box; upsampled once to ``data.image_size``.
 - ``folder``: every image file under ``data.path``, loaded lazily; first-level subfolders are
-  the classes when every image sits in one.
+  the classes when every image sits in one. Files that do not open as images are skipped with
+  one warning (or stop the run with ``data.strict=true``).
 - ``synthetic``: seeded random images whose classes differ by mean colour (tests, smoke runs).
 
 Labelled datasets are split into train/val per class (stratified), seeded by ``trainer.seed``:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import colorsys
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 _SPLIT_STREAM = 0
 _SYNTHETIC_COLOUR_STREAM = 1
 _SYNTHETIC_PIXEL_STREAM = 2
+
+#: How many unreadable files a warning or an error names before it says "and N more".
+_NAMED_FILES = 5
 
 #: PIL modes with an alpha channel ("RGBa" and "La" are premultiplied).
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -77,6 +82,9 @@ class DigitsOptions:
 class FolderOptions:
     path: str | None = option(None, "folder of images; class subfolders make it labelled")
     val_fraction: float = _val_fraction(0.2)
+    strict: bool = option(
+        False, "stop on a corrupt or unreadable image instead of skipping it with a warning"
+    )
 
 
 @dataclass
@@ -140,24 +148,75 @@ class ArrayImages(Sequence):
         return np.repeat(self.images[row][..., None], 3, axis=2), int(self.labels[row])
 
 
+class UnreadableImage(UserError):
+    """An image file that cannot be decoded when it is loaded, with ``data.strict=true``.
+
+    The message is one line. A DataLoader worker's exception comes back to the main process
+    rebuilt from a message that embeds the worker's traceback; only our own line is kept.
+    """
+
+    def __init__(self, message: str) -> None:
+        lines = [line for line in str(message).splitlines() if line.strip()]
+        if len(lines) > 1:
+            marker = f"{type(self).__qualname__}: "
+            last = lines[-1]
+            message = last[last.index(marker) + len(marker) :] if marker in last else last
+        super().__init__(message)
+
+
 class FolderImages(Sequence):
     """``(image, label)`` items over image files, each opened with PIL when it is accessed.
 
-    Holds only paths and labels, so it is small to pickle into DataLoader workers.
+    Holds only paths and labels, so it is small to pickle into DataLoader workers. A file that
+    fails to decode (a truncated JPEG whose header is fine) raises :class:`UnreadableImage`
+    when ``strict``; otherwise the next readable item (by index, wrapping around) stands in
+    for it, so the substitute depends only on which files are bad, and a warning names the
+    file once per process.
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int]) -> None:
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], strict: bool = False) -> None:
         self.paths = list(paths)
         self.labels = list(labels)
+        self.strict = bool(strict)
+        # index -> reason, for the files this process found unreadable
+        self.unreadable: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        count = len(self.paths)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for {count} images")
+        for offset in range(count):
+            i = (index + offset) % count
+            if i in self.unreadable:
+                continue
+            try:
+                return self._load(i), int(self.labels[i])
+            except Exception as exc:
+                reason = _reason(exc)
+                if self.strict:
+                    raise UnreadableImage(
+                        f"cannot read image {self.paths[i]}: {reason}; fix or remove it, "
+                        "or set data.strict=false to skip unreadable images"
+                    ) from exc
+                self.unreadable[i] = reason
+                print(
+                    f"warning: cannot read image {self.paths[i]} ({reason}); "
+                    "the next readable image is used in its place",
+                    file=sys.stderr,
+                )
+        raise UnreadableImage(
+            f"none of the {count} images could be read, e.g. {self.paths[0]}: "
+            f"{self.unreadable.get(0, 'unreadable')}"
+        )
+
+    def _load(self, index: int) -> np.ndarray:
         from PIL import Image
 
         with Image.open(self.paths[index]) as image:
-            return pil_to_rgb(image), int(self.labels[index])
+            return pil_to_rgb(image)
 
 
 class SyntheticImages(Sequence):
@@ -239,15 +298,34 @@ def pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"), dtype=np.uint8)
 
 
-def find_images(root: Path) -> list[Path]:
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def find_images(root: Path, unreadable_dirs: list[tuple[Path, str]] | None = None) -> list[Path]:
     """Image files under ``root`` (recursively, sorted), by :data:`IMAGE_EXTENSIONS`.
 
     Hidden files and folders (names starting with ``.``) are skipped: they are metadata such
     as macOS ``._name.jpg`` files, not images. Symlinked folders are followed once.
+
+    :param unreadable_dirs: subfolders that cannot be listed are appended here as
+        ``(path, reason)``; without it they raise like ``root`` does.
+    :raises UserError: when ``root`` (or, without ``unreadable_dirs``, a subfolder) cannot
+        be listed, e.g. permission denied.
     """
     found: list[Path] = []
     seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename) if error.filename is not None else root
+        reason = error.strerror or _reason(error)
+        if unreadable_dirs is None or where == root:
+            raise UserError(f"cannot read the folder {where}: {reason}; check its permissions")
+        unreadable_dirs.append((where, reason))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen:  # a symlink loop, or a folder linked twice
             dirnames[:] = []
@@ -258,6 +336,34 @@ def find_images(root: Path) -> list[Path]:
             if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
                 found.append(Path(dirpath) / name)
     return found
+
+
+def check_image(path: Path | str) -> str | None:
+    """Why ``path`` is not a readable image, or ``None`` when it is.
+
+    Cheap enough to run on every file of a dataset: PIL reads the header and ``verify()``
+    checks what the format allows without decoding pixels (PNG chunk checksums, so a
+    truncated PNG is caught). A JPEG or BMP whose pixel data is cut short passes and is
+    caught when it is loaded (see :class:`FolderImages`).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error...
+        return _reason(exc)
+    return None
+
+
+def _name_some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_NAMED_FILES])
+    more = len(names) - _NAMED_FILES
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- run plugins -----------------------------------------------------------------------------
@@ -314,9 +420,10 @@ class FolderDataset:
     A single subfolder is not taken as one class: a one-class kNN score says nothing.
     """
 
-    def __init__(self, path: str | None, val_fraction: float) -> None:
+    def __init__(self, path: str | None, val_fraction: float, strict: bool = False) -> None:
         self.path = path
         self.val_fraction = val_fraction
+        self.strict = bool(strict)
 
     def _root(self) -> Path:
         if self.path is None or not str(self.path).strip():
@@ -333,26 +440,65 @@ class FolderDataset:
         from .data import ImageData
 
         root = self._root()
-        files = find_images(root)
-        if not files:
-            valid = ", ".join(IMAGE_EXTENSIONS)
-            raise UserError(
-                f"no images found under data.path={self.path}; valid extensions: {valid} (any case)"
-            )
+        files = self._readable(root)
         parts = [f.relative_to(root).parts for f in files]
         classes = sorted({p[0] for p in parts if len(p) > 1})
         paths = [str(f) for f in files]
         if len(classes) < 2 or any(len(p) == 1 for p in parts):
-            return ImageData(train=FolderImages(paths, [-1] * len(paths)))
+            return ImageData(train=FolderImages(paths, [-1] * len(paths), self.strict))
         val_fraction = _check_val_fraction(self.val_fraction)
         index = {name: i for i, name in enumerate(classes)}
         labels = np.array([index[p[0]] for p in parts], dtype=np.int64)
         train_idx, val_idx = stratified_split(labels, val_fraction, config.trainer.seed)
-        return ImageData(
-            train=FolderImages([paths[i] for i in train_idx], labels[train_idx].tolist()),
-            val=FolderImages([paths[i] for i in val_idx], labels[val_idx].tolist()),
-            classes=classes,
+
+        def split(idx: np.ndarray) -> FolderImages:
+            return FolderImages([paths[i] for i in idx], labels[idx].tolist(), self.strict)
+
+        return ImageData(train=split(train_idx), val=split(val_idx), classes=classes)
+
+    def _readable(self, root: Path) -> list[Path]:
+        """The image files under ``root`` that open, after one warning naming the others.
+
+        :raises UserError: when no file is a readable image, or (``strict``) when any file
+            or subfolder is unreadable.
+        """
+        bad_dirs: list[tuple[Path, str]] = []
+        candidates = find_images(root, unreadable_dirs=bad_dirs)
+        if not candidates and not bad_dirs:
+            valid = ", ".join(IMAGE_EXTENSIONS)
+            raise UserError(
+                f"no images found under data.path={self.path}; valid extensions: {valid} (any case)"
+            )
+        files: list[Path] = []
+        bad: list[tuple[str, str]] = []  # (name relative to root, reason)
+        for path in candidates:
+            reason = check_image(path)
+            if reason is None:
+                files.append(path)
+            else:
+                bad.append((os.path.relpath(path, root), reason))
+        n_files = len(bad)
+        bad += [(os.path.relpath(path, root) + "/", reason) for path, reason in bad_dirs]
+        if not bad:
+            return files
+        what = " and ".join(
+            _count(n, noun)
+            for n, noun in ((n_files, "unreadable image"), (len(bad_dirs), "unreadable folder"))
+            if n
         )
+        names = _name_some([name for name, _ in bad])
+        if self.strict:
+            detailed = _name_some([f"{name} ({reason})" for name, reason in bad])
+            raise UserError(
+                f"{what} under data.path={self.path} (data.strict=true): {detailed}; "
+                "fix or remove them, or set data.strict=false to skip them"
+            )
+        if not files:
+            raise UserError(
+                f"no readable images found under data.path={self.path}: {what} ({names})"
+            )
+        print(f"warning: skipped {what} under {root}: {names}", file=sys.stderr)
+        return files
 
 
 class SyntheticDataset:
@@ -410,7 +556,11 @@ def _digits(config: DictConfig) -> DigitsDataset:
 
 
 def _folder(config: DictConfig) -> FolderDataset:
-    return FolderDataset(path=config.data.path, val_fraction=config.data.val_fraction)
+    return FolderDataset(
+        path=config.data.path,
+        val_fraction=config.data.val_fraction,
+        strict=config.data.get("strict", False),
+    )
 
 
 def _synthetic(config: DictConfig) -> SyntheticDataset:

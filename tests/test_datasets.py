@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import typing
 from pathlib import Path
@@ -232,10 +234,183 @@ def test_folder_without_images_is_a_user_error(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
-def test_folder_does_not_open_files_when_scanning(tmp_path: Path) -> None:
-    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+# --- folder: unreadable folders and corrupt files ------------------------------------------
+
+
+def encoded(fmt: str, size: int = 24) -> bytes:
+    pixels = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def save_good(root: Path, count: int, prefix: str = "good") -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / f"{prefix}{i}.png")
+
+
+def save_corrupt(root: Path) -> list[str]:
+    """Files that the scan rejects: not an image, a truncated PNG, a truncated WebP."""
+    (root / "text.jpg").write_bytes(b"not a jpeg")
+    png = encoded("PNG")
+    (root / "cut.png").write_bytes(png[: len(png) // 2])
+    webp = encoded("WEBP")
+    (root / "cut.webp").write_bytes(webp[: len(webp) // 2])
+    return ["cut.png", "cut.webp", "text.jpg"]
+
+
+def save_truncated_jpeg(path: Path) -> None:
+    """A JPEG whose header is intact but whose pixel data stops half-way."""
+    data = encoded("JPEG", size=64)
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_check_image_rejects_what_pil_cannot_open_or_verify(tmp_path: Path) -> None:
+    save_good(tmp_path, 1)
+    names = save_corrupt(tmp_path)
+    assert datasets.check_image(tmp_path / "good0.png") is None
+    for name in names:
+        reason = datasets.check_image(tmp_path / name)
+        assert reason and "\n" not in reason, name
+    save_truncated_jpeg(tmp_path / "late.jpg")
+    assert datasets.check_image(tmp_path / "late.jpg") is None  # caught only when loaded
+
+
+def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path: Path, capsys) -> None:
+    save_good(tmp_path, 3)
+    names = save_corrupt(tmp_path)
     data = build("folder", path=str(tmp_path))
-    assert len(data.train) == 1
+    assert sorted(Path(p).name for p in data.train.paths) == ["good0.png", "good1.png", "good2.png"]
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"warning: skipped 3 unreadable images under {tmp_path}: " + ", ".join(names)
+
+
+def test_the_warning_names_a_few_and_counts_the_rest(tmp_path: Path, capsys) -> None:
+    save_good(tmp_path, 2)
+    for i in range(8):
+        (tmp_path / f"bad{i}.png").write_bytes(b"garbage")
+    build("folder", path=str(tmp_path))
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "skipped 8 unreadable images" in line
+    assert line.endswith("bad0.png, bad1.png, bad2.png, bad3.png, bad4.png and 3 more")
+
+
+def test_strict_makes_corrupt_files_one_error_naming_them(tmp_path: Path, capsys) -> None:
+    save_good(tmp_path, 3)
+    save_corrupt(tmp_path)
+    with pytest.raises(UserError) as info:
+        build("folder", path=str(tmp_path), strict=True)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"3 unreadable images under data.path={tmp_path} (data.strict=true)")
+    assert "text.jpg (cannot identify image file" in message
+    assert "cut.png (" in message and "cut.webp (" in message
+    assert "data.strict=false" in message
+    assert capsys.readouterr().err == ""
+
+
+def test_only_corrupt_files_is_the_no_images_error(tmp_path: Path) -> None:
+    save_corrupt(tmp_path)
+    with pytest.raises(UserError) as info:
+        build("folder", path=str(tmp_path))
+    message = str(info.value)
+    assert message == (
+        f"no readable images found under data.path={tmp_path}: "
+        "3 unreadable images (cut.png, cut.webp, text.jpg)"
+    )
+
+
+def deny(monkeypatch, denied: Path) -> None:
+    """Make listing ``denied`` fail as it does for a folder without read permission."""
+    real = os.scandir
+
+    def scandir(path=".", *args, **kwargs):
+        if Path(os.fsdecode(path)) == denied:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_data_path_is_one_error_naming_it(tmp_path: Path, monkeypatch) -> None:
+    save_good(tmp_path, 2)
+    deny(monkeypatch, tmp_path)
+    with pytest.raises(UserError) as info:
+        build("folder", path=str(tmp_path))
+    assert str(info.value) == (
+        f"cannot read the folder {tmp_path}: Permission denied; check its permissions"
+    )
+
+
+def test_unreadable_subfolder_is_skipped_or_strict_error(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    save_good(tmp_path / "cats", 2)
+    save_good(tmp_path / "dogs", 2)
+    save_good(tmp_path / "private", 2)
+    deny(monkeypatch, tmp_path / "private")
+    data = build("folder", path=str(tmp_path))
+    assert data.classes == ["cats", "dogs"]
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"warning: skipped 1 unreadable folder under {tmp_path}: private/"
+    with pytest.raises(UserError, match=r"private/ \(Permission denied\)"):
+        build("folder", path=str(tmp_path), strict=True)
+
+
+def test_image_failing_at_load_is_replaced_by_the_next_with_one_warning(
+    tmp_path: Path, capsys
+) -> None:
+    save_good(tmp_path, 3)
+    save_truncated_jpeg(tmp_path / "good1.jpg")  # sorts between good0.png and good1.png
+    data = build("folder", path=str(tmp_path))
+    assert [Path(p).name for p in data.train.paths][:2] == ["good0.png", "good1.jpg"]
+    capsys.readouterr()
+    first, again = data.train[1], data.train[1]
+    assert np.array_equal(first[0], data.train[2][0])  # the next image stands in
+    assert np.array_equal(first[0], again[0])
+    (line,) = capsys.readouterr().err.strip().splitlines()  # once per file
+    assert line.startswith(f"warning: cannot read image {tmp_path / 'good1.jpg'} (image file is")
+    assert line.endswith("the next readable image is used in its place")
+    assert len(list(data.train)) == 4  # iteration still ends
+
+
+def test_image_failing_at_load_is_an_error_when_strict(tmp_path: Path) -> None:
+    save_good(tmp_path, 2)
+    save_truncated_jpeg(tmp_path / "late.jpg")
+    data = build("folder", path=str(tmp_path), strict=True)
+    late = data.train.paths.index(str(tmp_path / "late.jpg"))
+    with pytest.raises(datasets.UnreadableImage) as info:
+        data.train[late]
+    message = str(info.value)
+    assert message.startswith(f"cannot read image {tmp_path / 'late.jpg'}: image file is")
+    assert "data.strict=false" in message and "\n" not in message
+
+
+def test_strict_error_from_a_loader_worker_stays_one_line(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    save_truncated_jpeg(tmp_path / "late.jpg")
+    items = datasets.FolderImages([str(tmp_path / "late.jpg")], [-1], strict=True)
+    with pytest.raises(datasets.UnreadableImage) as info:
+        list(DataLoader(items, num_workers=1, collate_fn=lambda batch: batch))
+    assert str(info.value).startswith(f"cannot read image {tmp_path / 'late.jpg'}: ")
+    assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
+
+
+def test_no_loadable_image_at_all_is_an_error(tmp_path: Path) -> None:
+    save_truncated_jpeg(tmp_path / "late.jpg")
+    items = datasets.FolderImages([str(tmp_path / "late.jpg")], [-1])
+    with pytest.raises(datasets.UnreadableImage, match="none of the 1 images could be read"):
+        items[0]
+
+
+def test_folder_images_with_strict_pickle(tmp_path: Path) -> None:
+    save_good(tmp_path, 2)
+    items = datasets.FolderImages([str(p) for p in sorted(tmp_path.iterdir())], [0, 1], True)
+    copy = pickle.loads(pickle.dumps(items))
+    assert copy.strict and copy.paths == items.paths
+    assert np.array_equal(copy[1][0], items[1][0])
 
 
 # --- synthetic -------------------------------------------------------------------------------
