@@ -76,7 +76,7 @@ class DINORun:
     @hookimpl
     def ssl_compute_loss(
         self, model: DINOModel, views: list[torch.Tensor], step: int
-    ) -> dict[str, Any]:
+    ) -> dict[str, torch.Tensor]:
         from .loss import dino_loss, teacher_temp_at, update_center_
 
         if len(views) < NUM_GLOBAL or views[0].shape != views[1].shape:
@@ -99,7 +99,7 @@ class DINORun:
         student, teacher = model(views, NUM_GLOBAL)
         loss = dino_loss(student, teacher, model.center, options.student_temp, temp)
         update_center_(model.center, teacher, options.center_momentum)
-        return {"loss": loss, "teacher_temp": temp}
+        return {"loss": loss, "teacher_temp": loss.new_tensor(temp)}
 
     @hookimpl
     def ssl_update_target(self, model: DINOModel, step: int, total_steps: int) -> dict[str, float]:
