@@ -203,12 +203,40 @@ def test_last_layer_frozen_for_the_first_epoch(run, model):
     run.ssl_run_start(run=Run())
     out = run.ssl_compute_loss(model=model, views=multicrop_views(), step=2)
     out["loss"].backward()
-    assert model.student_head.last_layer.weight_v.grad is None
-    assert all(p.grad is not None for p in model.student_head.mlp.parameters())
+    last = model.student_head.last_layer.weight_v
+    # Zero, not none: data-parallel training wants a gradient for every trainable parameter.
+    assert last.grad is not None and torch.equal(last.grad, torch.zeros_like(last))
+    assert all(p.grad.abs().sum() > 0 for p in model.student_head.mlp.parameters())
     model.zero_grad(set_to_none=True)
     out = run.ssl_compute_loss(model=model, views=multicrop_views(), step=3)
     out["loss"].backward()
-    assert model.student_head.last_layer.weight_v.grad is not None
+    assert last.grad.abs().sum() > 0
+
+
+def test_frozen_last_layer_keeps_its_output_under_adamw(run, model):
+    model.student_head.last_layer.frozen = True
+    x = torch.randn(3, 6)
+    before = model.student_head.last_layer(x).detach()
+    optimizer = torch.optim.AdamW(model.student_head.last_layer.parameters(), weight_decay=0.5)
+    model.student_head.last_layer(x).sum().backward()
+    optimizer.step()
+    torch.testing.assert_close(model.student_head.last_layer(x), before)
+
+
+def test_loss_reaches_the_model_through_a_data_parallel_wrapper(run, model):
+    class Wrapper(nn.Module):
+        """Stands for DistributedDataParallel: forwards calls, holds the model as ``module``."""
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            return self.module(*args)
+
+    out = run.ssl_compute_loss(model=Wrapper(model), views=multicrop_views(), step=0)
+    assert torch.isfinite(out["loss"])
+    assert not torch.equal(model.center, torch.zeros(1, 10))
 
 
 def test_teacher_starts_equal_takes_no_gradient_and_follows_by_ema(run, model):

@@ -13,17 +13,27 @@ class WeightNormLinear(nn.Module):
     ``torch.nn.utils.weight_norm`` over the output dimension, as DINO's last layer uses it,
     written out so that the module deep-copies and loads like any other. With
     ``learn_norm=False`` there is no ``g``: every row has norm 1 (DINO's ``norm_last_layer``).
+
+    While ``frozen`` is true the parameters get a zero gradient. Zero rather than none: under
+    data-parallel training every trainable parameter must receive a gradient at each step.
+    With norm 1 rows, what an optimizer's weight decay does to ``v`` then (a uniform shrink of
+    each row) leaves the layer's output unchanged, so the layer is frozen in effect.
     """
 
     def __init__(self, in_dim: int, out_dim: int, *, learn_norm: bool) -> None:
         super().__init__()
         self.weight_v = nn.Parameter(nn.Linear(in_dim, out_dim, bias=False).weight.detach())
         self.weight_g = nn.Parameter(torch.ones(out_dim, 1)) if learn_norm else None
+        self.frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = F.normalize(self.weight_v, dim=1)
-        if self.weight_g is not None:
-            weight = weight * self.weight_g
+        v, g = self.weight_v, self.weight_g
+        if self.frozen:
+            v = v.detach() + 0.0 * v
+            g = g.detach() + 0.0 * g if g is not None else None
+        weight = F.normalize(v, dim=1)
+        if g is not None:
+            weight = weight * g
         return F.linear(x, weight)
 
 

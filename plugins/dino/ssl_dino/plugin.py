@@ -48,7 +48,7 @@ class DINORun:
     output of each global crop and the student output of every other crop; then the centre
     moves towards the batch mean of the teacher outputs (gathered across processes). After
     each optimizer step the teacher moves as θt ← λ·θt + (1 − λ)·θs, λ rising from
-    ``momentum_teacher`` to 1 along a cosine. The last layer of the head gets no gradient for
+    ``momentum_teacher`` to 1 along a cosine. The last layer of the head gets a zero gradient for
     the first ``freeze_last_layer_epochs`` epochs, and the teacher temperature warms up over
     ``warmup_teacher_temp_epochs``; both count epochs with the run's steps per epoch, learnt
     at :meth:`ssl_run_start` (used on their own, without it, every step counts as epoch 0).
@@ -87,9 +87,11 @@ class DINORun:
             )
         options = self.options
         epoch = self.epoch_of(step)
-        # No gradient, so the optimizer skips the prototypes while the rest settles (the
-        # reference code sets their gradient to None for the first epochs).
-        model.student_head.last_layer.requires_grad_(epoch >= options.freeze_last_layer_epochs)
+        # Under data-parallel training ``model`` is the wrapper; the model is its ``module``.
+        inner = getattr(model, "module", model)
+        # The prototypes stay put while the rest settles (the reference code drops their
+        # gradient for the first epochs).
+        inner.student_head.last_layer.frozen = epoch < options.freeze_last_layer_epochs
         temp = teacher_temp_at(
             epoch,
             options.warmup_teacher_temp,
@@ -97,8 +99,8 @@ class DINORun:
             options.warmup_teacher_temp_epochs,
         )
         student, teacher = model(views, NUM_GLOBAL)
-        loss = dino_loss(student, teacher, model.center, options.student_temp, temp)
-        update_center_(model.center, teacher, options.center_momentum)
+        loss = dino_loss(student, teacher, inner.center, options.student_temp, temp)
+        update_center_(inner.center, teacher, options.center_momentum)
         return {"loss": loss, "teacher_temp": loss.new_tensor(temp)}
 
     @hookimpl
