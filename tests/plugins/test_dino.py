@@ -239,6 +239,21 @@ def test_loss_reaches_the_model_through_a_data_parallel_wrapper(run, model):
     assert not torch.equal(model.center, torch.zeros(1, 10))
 
 
+def test_steps_per_epoch_from_the_first_target_update_on_every_process(config, model):
+    config.trainer = {"epochs": 4, "max_steps": 0}
+    run = plugin.make_run(config)
+    assert run.epoch_of(7) == 0  # not known yet
+    run.ssl_update_target(model=model, step=0, total_steps=12)
+    assert run.steps_per_epoch == 3 and run.epoch_of(7) == 2
+
+
+def test_steps_per_epoch_unknown_when_max_steps_cuts_the_run(config, model):
+    config.trainer = {"epochs": 4, "max_steps": 5}
+    run = plugin.make_run(config)
+    run.ssl_update_target(model=model, step=0, total_steps=5)
+    assert run.steps_per_epoch is None
+
+
 def test_teacher_starts_equal_takes_no_gradient_and_follows_by_ema(run, model):
     for s, t in zip(model.online_parameters(), model.target_parameters(), strict=True):
         assert s is not t and torch.equal(s, t) and not t.requires_grad

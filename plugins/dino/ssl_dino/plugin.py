@@ -48,14 +48,21 @@ class DINORun:
     output of each global crop and the student output of every other crop; then the centre
     moves towards the batch mean of the teacher outputs (gathered across processes). After
     each optimizer step the teacher moves as θt ← λ·θt + (1 − λ)·θs, λ rising from
-    ``momentum_teacher`` to 1 along a cosine. The last layer of the head gets a zero gradient for
-    the first ``freeze_last_layer_epochs`` epochs, and the teacher temperature warms up over
-    ``warmup_teacher_temp_epochs``; both count epochs with the run's steps per epoch, learnt
-    at :meth:`ssl_run_start` (used on their own, without it, every step counts as epoch 0).
+    ``momentum_teacher`` to 1 along a cosine. The last layer of the head gets a zero gradient
+    for the first ``freeze_last_layer_epochs`` epochs, and the teacher temperature warms up over
+    ``warmup_teacher_temp_epochs``.
+
+    Both count epochs, so they need the run's steps per epoch, which the step hooks do not
+    give: it is read at :meth:`ssl_run_start`, and, since lifecycle hooks reach only the first
+    of several processes, also worked out at the first target update as ``total_steps /
+    epochs`` when ``trainer.max_steps`` does not cut the run short. Until then every step
+    counts as epoch 0.
     """
 
-    def __init__(self, options: DINOOptions) -> None:
+    def __init__(self, options: DINOOptions, epochs: int = 1, max_steps: int = 0) -> None:
         self.options = options
+        self.epochs = epochs
+        self.max_steps = max_steps
         self.steps_per_epoch: int | None = None
         self._ema_pairs: tuple[Any, list[torch.Tensor], list[torch.Tensor]] | None = None
 
@@ -107,6 +114,8 @@ class DINORun:
     def ssl_update_target(self, model: DINOModel, step: int, total_steps: int) -> dict[str, float]:
         from ssl_core.ema import cosine_tau, ema_update_
 
+        if self.steps_per_epoch is None and not self.max_steps and total_steps >= self.epochs:
+            self.steps_per_epoch = total_steps // self.epochs
         if self._ema_pairs is None or self._ema_pairs[0] is not model:
             self._ema_pairs = (model, model.target_parameters(), model.online_parameters())
         _, target, online = self._ema_pairs
@@ -117,7 +126,12 @@ class DINORun:
 
 def make_run(config: Any) -> DINORun:
     """Factory of the ``dino`` method: the run plugin for the options in ``config.dino``."""
-    return DINORun(DINOOptions.from_config(config))
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    if trainer is None:
+        return DINORun(DINOOptions.from_config(config))
+    return DINORun(
+        DINOOptions.from_config(config), int(trainer.epochs), int(trainer.get("max_steps", 0))
+    )
 
 
 @hookimpl
