@@ -270,3 +270,33 @@ def test_view_generator_makes_unit_range_views_from_any_image(name):
         assert view.shape[:2] == (BATCH, 3)
         assert 0.0 <= view.min() and view.max() <= 1.0
     assert not torch.equal(views[0], views[1])
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+def test_validate_config_stops_a_run_before_any_work(tmp_path):
+    from ssl_core import UserError, hookimpl
+    from ssl_core.engine import train
+
+    class Refuse:
+        @hookimpl
+        def ssl_validate_config(self, config):
+            if config.trainer.batch_size < 8:
+                raise UserError(f"trainer.batch_size={config.trainer.batch_size}; needs >= 8")
+
+    plugins = get_plugins(extra=[("refuse", Refuse())])
+    config, selection = build_config(
+        [
+            "method=byol",
+            "backbone=test_resnet",
+            "data=synthetic",
+            "trainer.batch_size=4",
+            "tracking.enabled=false",
+            f"output_dir={tmp_path}/run",
+        ],
+        plugins.registry,
+    )
+    with pytest.raises(UserError, match="needs >= 8"):
+        train(config, selection, plugins)
+    assert not (tmp_path / "run").exists()
