@@ -14,6 +14,7 @@ import dataclasses
 import time
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -47,16 +48,52 @@ class DataGroup:
     image_size: int = option(32, "view size in pixels (square)", min=8)
 
 
+#: ``trainer.precision`` values: float32, or autocast to bfloat16 or float16.
+PRECISIONS = ("32", "bf16", "fp16")
+
+
 @dataclass
 class TrainerOptions:
     device: str = option("auto", "training device", choices=("auto", "cpu", "cuda", "mps"))
     epochs: int = option(100, "passes over the training data", min=1)
     max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)", min=0)
-    batch_size: int = option(256, "images per optimizer step (BatchNorm needs >= 2)", min=2)
+    batch_size: int = option(
+        256,
+        "images per process and micro-batch (BatchNorm needs >= 2); one optimizer step sees "
+        "batch_size x processes x accumulate",
+        min=2,
+    )
     num_workers: int = option(-1, "DataLoader workers (-1: one per CPU core, at most 8)", min=-1)
     seed: int = option(0, "random seed for data order, views and initialization")
     log_every: int = option(10, "log metrics every N optimizer steps", min=1)
     channels_last: bool = option(True, "channels_last memory format for conv backbones")
+    checkpoint_every: int = option(
+        500, "write a checkpoint every N optimizer steps (0: only at epoch ends and the end)", min=0
+    )
+    keep_checkpoints: int = option(3, "step checkpoints kept in output_dir/checkpoints", min=1)
+    deterministic: bool = option(
+        False, "deterministic algorithms: a resumed run ends bitwise equal (CPU)"
+    )
+    skip_nonfinite: int = option(
+        0, "steps with a non-finite loss to skip before stopping the run", min=0
+    )
+    devices: int = option(
+        1, "processes to train on (DDP); >1 relaunches through torchrun on one machine", min=1
+    )
+    precision: str = option(
+        "32", "autocast dtype of the forward pass (fp16 adds a GradScaler)", choices=PRECISIONS
+    )
+    accumulate: int = option(1, "micro-batches per optimizer step (gradient accumulation)", min=1)
+    compile: bool = option(False, "torch.compile the encoders")
+    sync_bn: bool = option(False, "SyncBatchNorm across processes (BYOL's reference does)")
+
+
+@dataclass
+class ResumeOptions:
+    path: str | None = option(
+        None, "continue a run: auto (newest checkpoint in output_dir, if any) or a checkpoint path"
+    )
+    force: bool = option(False, "resume even if keys that change the math differ")
 
 
 @dataclass
@@ -64,6 +101,24 @@ class EvalOptions:
     knn: bool = option(True, "weighted kNN top-1 before and after training (labelled data)")
     knn_k: int = option(20, "neighbours in the kNN vote", min=1)
     knn_temperature: float = option(0.07, "temperature of the kNN weights", min=1e-6)
+    knn_every: int = option(
+        10, "kNN top-1 during training every N epochs, logged as knn/top1 (0: off)", min=0
+    )
+    probe: bool = option(
+        False, "online linear probe on detached encoder features, logged as probe/top1"
+    )
+    probe_lr: float = option(1e-3, "learning rate of the online probe (Adam)", min=0.0)
+    batch_size: int = option(256, "ssl eval linear/finetune: images per step", min=2)
+    linear_epochs: int = option(100, "ssl eval linear: epochs over the cached features", min=1)
+    linear_lr: float = option(1e-3, "ssl eval linear: learning rate (AdamW, cosine)", min=0.0)
+    finetune_epochs: int = option(50, "ssl eval finetune: epochs over the labelled subset", min=1)
+    finetune_lr: float = option(
+        0.01, "ssl eval finetune: learning rate (SGD, momentum 0.9, cosine)", min=0.0
+    )
+    label_fraction: float = option(
+        0.1, "ssl eval finetune: share of the training labels kept, per class", min=0.0, max=1.0
+    )
+    seed: int = option(0, "ssl eval: seed of the label subset, classifier init and batch order")
 
 
 @dataclass
@@ -86,6 +141,7 @@ def _core_groups() -> dict[str, type]:
         "trainer": TrainerOptions,
         "eval": EvalOptions,
         "tracking": TrackingOptions,
+        "resume": ResumeOptions,
     }
 
 
@@ -102,16 +158,20 @@ ROOT_KEYS = {"output_dir": option(None, "run directory (default: runs/<run name>
 # --- overrides ------------------------------------------------------------------------------
 
 
+#: Groups whose bare value sets another key: ``resume=auto`` is ``resume.path=auto``.
+SHORTHAND_KEYS = {**{group: "name" for group in SELECTOR_GROUPS}, "resume": "path"}
+
+
 def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
-    """Split ``key=value`` arguments; a bare selector group gets ``.name`` appended."""
+    """Split ``key=value`` arguments; a bare group value goes to its shorthand key."""
     pairs = []
     for arg in args:
         key, sep, value = arg.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"expected key=value, got '{arg}' (e.g. backbone=resnet18)")
-        if key in SELECTOR_GROUPS:
-            key = f"{key}.name"
+        if key in SHORTHAND_KEYS:
+            key = f"{key}.{SHORTHAND_KEYS[key]}"
         pairs.append((key, value))
     return pairs
 
@@ -273,6 +333,16 @@ def _default_run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.backbone.name}-{stamp}"
 
 
+def _run_dir_of(checkpoint: str) -> Path:
+    """The run directory a checkpoint path belongs to (``DIR/checkpoints/step-N.pt`` → DIR)."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return path
+    if path.parent.name == "checkpoints":
+        return path.parent.parent
+    return path.parent
+
+
 def _apply_method_defaults(cfg: DictConfig, method: Component, given: set[str]) -> None:
     """Set the method's recipe (``register(..., defaults=...)``) on keys the user left alone.
 
@@ -317,6 +387,10 @@ def build_config(args: list[str], registry: Registry) -> tuple[DictConfig, Selec
         pass  # the family answers for the name the user gave, which stays in backbone.name
     if cfg.tracking.run_name is None:
         cfg.tracking.run_name = _default_run_name(cfg)
+    if cfg.output_dir is None and cfg.resume.path is not None:
+        if cfg.resume.path == "auto":
+            raise ConfigError("resume=auto needs output_dir=DIR, the run directory to continue")
+        cfg.output_dir = str(_run_dir_of(cfg.resume.path))
     if cfg.output_dir is None:
         cfg.output_dir = f"runs/{cfg.tracking.run_name}"
     OmegaConf.set_readonly(cfg, True)
