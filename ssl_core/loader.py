@@ -157,6 +157,9 @@ def build_train_loader(
         persistent_workers=workers > 0,
         worker_init_fn=_init_worker if workers > 0 else None,
         pin_memory=pin_memory,
+        # The loader draws its workers' base seed when an iterator starts; from a generator of
+        # its own, so that the training RNG does not depend on when the loop (re)started.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
