@@ -99,12 +99,14 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _builtin_modules() -> list[tuple[str, ModuleType]]:
-    from . import datasets, progress, tracking
+    from . import datasets, monitors, progress, tracking
 
     return [
         ("datasets", datasets),
         ("mlflow", tracking.MlflowTracker()),
         ("progress", progress.ProgressReporter()),
+        ("knn-monitor", monitors.KnnMonitor()),
+        ("linear-probe", monitors.LinearProbe()),
     ]
 
 
