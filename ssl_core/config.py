@@ -119,6 +119,9 @@ class EvalOptions:
         0.1, "ssl eval finetune: share of the training labels kept, per class", min=0.0, max=1.0
     )
     seed: int = option(0, "ssl eval: seed of the label subset, classifier init and batch order")
+    random_init: bool = option(
+        False, "ssl eval: the source's backbone freshly initialized (trainer.seed), a baseline"
+    )
 
 
 @dataclass
