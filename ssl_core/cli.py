@@ -1,4 +1,4 @@
-"""The ``ssl`` command: ``ssl run``, ``ssl config``, ``ssl plugins``.
+"""The ``ssl`` command: ``run``, ``config``, ``plugins``, ``eval``, ``export``, ``compare``.
 
 Every option of a run is a ``key=value`` override (``backbone=resnet50``,
 ``trainer.batch_size=64``). Mistakes a user can make print one line and exit with code 2;
@@ -21,6 +21,9 @@ examples:
   ssl run method=byol backbone=resnet50 data=folder data.path=./images data.image_size=224
   ssl config method=byol            # the resolved config with every default
   ssl plugins                       # what is installed
+  ssl run --multirun backbone=resnet18,resnet34 byol.tau_base=0.99,0.996   # 4 runs
+  ssl eval linear run=RUN_ID        # linear probe of a run's encoder (or run=PATH/checkpoint.pt)
+  ssl compare experiment=ssl_core --plot runs.png
 """
 
 
@@ -45,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    run.add_argument(
+        "--multirun",
+        action="store_true",
+        help="key=a,b,... values: run every combination in sequence into one experiment",
+    )
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     config = sub.add_parser("config", help="print the resolved config with its defaults")
@@ -57,6 +65,38 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list installed plugins and their components")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate a pretrained encoder: knn, linear, finetune",
+        description="Evaluate the encoder of run=RUN_ID|PATH on a labelled dataset's held-out "
+        "split; logged to MLflow as a child run of the pretraining run.",
+    )
+    evaluate.add_argument("protocol", choices=("knn", "linear", "finetune"))
+    evaluate.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="run=..., data=..., eval.*"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    export = sub.add_parser(
+        "export", help="write a run's encoder as safetensors that timm.create_model loads"
+    )
+    export.add_argument("overrides", nargs="*", metavar="key=value", help="run=..., out=FILE")
+    export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    compare = sub.add_parser("compare", help="compare runs: differing config keys and metrics")
+    compare.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="experiment=NAME | runs=ID,ID,...; sort=METRIC; tracking.uri=URI",
+    )
+    output = compare.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    output.add_argument("--json", action="store_true", help="JSON on stdout instead of a table")
+    compare.add_argument("--plot", metavar="PNG", help="also draw loss and kNN curves to PNG")
+    compare.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -88,6 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plugins = _load_plugins()
     warn_failures(plugins)
+    if args.multirun:
+        from .sweep import run_sweep
+
+        return run_sweep(args.overrides, plugins, print_config=args.print_config)
     cfg, selection = build_config(args.overrides, plugins.registry)
     if args.print_config:
         print(to_yaml(cfg), end="")
@@ -131,12 +175,55 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "config": cmd_config, "plugins": cmd_plugins}
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import describe, evaluate
+    from .plugins import warn_failures
+
+    plugins = _load_plugins()
+    warn_failures(plugins)
+    result = evaluate(args.protocol, args.overrides, plugins)
+    print(json.dumps(result, indent=2) if args.json else describe(result))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import describe, export
+    from .plugins import warn_failures
+
+    plugins = _load_plugins()
+    warn_failures(plugins)
+    print(describe(export(args.overrides, plugins)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+
+    fmt = "csv" if args.csv else "json" if args.json else "table"
+    return compare(args.overrides, fmt=fmt, plot_path=args.plot)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "config": cmd_config,
+    "plugins": cmd_plugins,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "compare": cmd_compare,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # argparse stops filling a positional list at the first option: `ssl eval linear --json
+    # run=ID` leaves `run=ID` over; such key=value leftovers belong to the overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if getattr(args, "overrides", None) is None or any(
+            "=" not in e or e.startswith("-") for e in extra
+        ):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.command is None:
         parser.print_help()
         return 2
