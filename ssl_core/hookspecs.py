@@ -220,9 +220,12 @@ def ssl_step_end(run: RunContext, step: int, metrics: dict[str, float]) -> None:
 def ssl_epoch_end(run: RunContext, epoch: int, metrics: dict[str, float]) -> None:
     """A pass over the training data finished.
 
+    Monitors implement it with ``@hookimpl(tryfirst=True)`` and may add their scalars to
+    ``metrics`` (``knn/top1``); trackers, called after them, log everything in it.
+
     :param run: the run's context.
     :param epoch: epochs finished (1 after the first).
-    :param metrics: epoch aggregates, e.g. mean ``loss`` and ``img_per_s``.
+    :param metrics: epoch aggregates, e.g. mean ``loss`` and ``img_per_s``, and the monitors'.
     """
 
 
