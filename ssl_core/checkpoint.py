@@ -62,9 +62,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint '{path}' is truncated, corrupt or unsafe: {first}") from None
+    except pickle.UnpicklingError:
+        # torch's own text suggests weights_only=False, which would run the file's code
+        raise UserError(
+            f"checkpoint '{path}' is truncated, corrupt or unsafe: it holds objects other than "
+            "tensors and plain values, so it is not loaded"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        raise UserError(
+            f"checkpoint '{path}' is truncated, corrupt or unsafe: it is not a complete "
+            "torch checkpoint file"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"'{path}' is not an ssl_core checkpoint (no '{FORMAT}' format tag)")
     return state

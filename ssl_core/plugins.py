@@ -152,8 +152,11 @@ def collect_components(plugins: Plugins) -> None:
                 impl.function(register=register)
             except Exception as exc:
                 dist, _ = plugins.sources.get(impl.plugin_name, ("ssl-core", ""))
+                origin = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
                 plugins.failures.append(
-                    PluginFailure(impl.plugin_name, dist, hook_name, _error_text(exc))
+                    PluginFailure(
+                        impl.plugin_name, dist, origin, f"{hook_name}: {_error_text(exc)}"
+                    )
                 )
 
 
