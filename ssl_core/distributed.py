@@ -12,6 +12,12 @@ unchanged on one device and on many.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -69,3 +75,80 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     slices = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(slices, tensor.contiguous())
     return torch.cat(slices, dim=0)
+
+
+# --- running as one of several processes ------------------------------------------------------
+
+
+def launched_world_size() -> int:
+    """Processes the launcher (``torchrun``, SLURM via ``torchrun``) started: ``$WORLD_SIZE``."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's place on its machine: ``$LOCAL_RANK`` (0 without a launcher)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """Whether this process is rank 0: the one that writes files and talks to trackers."""
+    return rank() == 0
+
+
+@contextmanager
+def process_group(device_type: str) -> Iterator[bool]:
+    """Join the launcher's process group for the duration of a run; yields whether one is up.
+
+    Under ``torchrun`` (``$WORLD_SIZE`` > 1) the group is initialized from the environment
+    (``MASTER_ADDR``, ``MASTER_PORT``, ``RANK``) with NCCL when training on CUDA, each process
+    on device ``cuda:$LOCAL_RANK``, and gloo otherwise; it is destroyed on the way out. A group
+    that is already up (started by the caller) is used and left alone. One process: nothing.
+    """
+    if launched_world_size() <= 1 or is_initialized():
+        yield is_initialized()
+        return
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank())
+        dist.init_process_group("nccl", timeout=TIMEOUT)
+    else:
+        dist.init_process_group("gloo", timeout=TIMEOUT)
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()
+
+
+#: How long a process waits at a collective for the others: rank 0 may spend a while on
+#: a kNN evaluation or a checkpoint write on a slow disk while the rest wait.
+TIMEOUT = timedelta(minutes=60)
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing without a group)."""
+    if is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over processes, in place and returned (unchanged in one process)."""
+    if is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def gather_objects(obj: Any) -> list[Any] | None:
+    """Every process's picklable ``obj`` in rank order on rank 0, ``None`` elsewhere."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    gathered: list[Any] | None = [None] * dist.get_world_size() if is_main() else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's picklable ``obj`` on every process (``obj`` itself in one process)."""
+    if not is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -4,7 +4,9 @@ Training batches come from :class:`EpochBatchSampler`: the order of an epoch and
 every sample in it are functions of ``(trainer.seed, epoch)`` alone, and each sample's
 transform runs with torch, numpy and ``random`` seeded from its own seed. So the views of a
 run do not depend on the number of workers, and a run resumed in the middle of an epoch sees
-exactly the batches the uninterrupted run would have seen.
+exactly the batches the uninterrupted run would have seen. Under several processes each takes
+its share of every global batch, and the samples keep their seeds, so a run sees the same
+images with the same views whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -89,37 +91,65 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Shuffled full batches of ``(index, sample_seed)``, resumable at any batch.
+    """Shuffled full batches of ``(index, sample_seed)``, resumable at any optimizer step.
 
-    The permutation and the per-sample seeds of epoch ``e`` depend only on ``(seed, e)``.
-    ``set_epoch(e, start_batch=b)`` makes the next iteration yield epoch ``e`` from its batch
-    ``b`` on; the incomplete last batch is dropped.
+    The permutation and the per-sample seeds of epoch ``e`` depend only on ``(seed, e)``; this
+    sampler plays the role of torch's ``DistributedSampler`` with per-epoch reseeding. An
+    optimizer step consumes one *global batch* of ``batch_size × world_size × accumulate``
+    consecutive positions of the permutation; it is cut into ``world_size × accumulate``
+    micro-batches of ``batch_size``, and process ``rank`` takes micro-batch
+    ``k × world_size + rank`` as its ``k``-th. Each sample keeps the seed of its position in the
+    epoch, so which images an optimizer step sees, and their views, do not depend on the number
+    of processes or of accumulation steps, only on the global batch.
+
+    ``set_epoch(e, start_batch=b)`` makes the next iteration yield epoch ``e`` from its
+    optimizer step ``b`` on; the incomplete last global batch is dropped.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        accumulate: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size or accumulate < 1:
+            raise ValueError(f"invalid rank {rank} of {world_size} or accumulate {accumulate}")
         self.num_items = num_items
         self.batch_size = batch_size
         self.seed = seed
+        self.rank, self.world_size, self.accumulate = rank, world_size, accumulate
         self.epoch = 0
         self.start_batch = 0
 
     @property
+    def global_batch_size(self) -> int:
+        """Images per optimizer step over all processes and accumulation steps."""
+        return self.batch_size * self.world_size * self.accumulate
+
+    @property
     def batches_per_epoch(self) -> int:
-        return self.num_items // self.batch_size
+        """Optimizer steps per epoch (global batches)."""
+        return self.num_items // self.global_batch_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def __len__(self) -> int:
-        return self.batches_per_epoch - self.start_batch
+        return (self.batches_per_epoch - self.start_batch) * self.accumulate
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.num_items, generator=generator).tolist()
         seeds = torch.randint(0, 2**62, (self.num_items,), generator=generator).tolist()
-        size = self.batch_size
+        size, world = self.batch_size, self.world_size
         for b in range(self.start_batch, self.batches_per_epoch):
-            yield [(order[i], seeds[i]) for i in range(b * size, (b + 1) * size)]
+            for k in range(self.accumulate):
+                start = b * self.global_batch_size + (k * world + self.rank) * size
+                yield [(order[i], seeds[i]) for i in range(start, start + size)]
 
 
 def _init_worker(worker_id: int) -> None:
@@ -135,24 +165,40 @@ def build_train_loader(
     num_workers: int,
     seed: int,
     pin_memory: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    accumulate: int = 1,
 ) -> DataLoader:
     """The shuffled training loader over ``items`` seen through ``transform``.
 
     Batches are the default collate of :class:`SampleDataset` samples (dicts of tensors, lists
     of tensors, ``"label"`` an int64 tensor). ``loader.batch_sampler`` is the
-    :class:`EpochBatchSampler` to call ``set_epoch`` on. Workers stay alive between epochs.
+    :class:`EpochBatchSampler` to call ``set_epoch`` on; this process gets its micro-batches
+    of ``batch_size`` (see there for ``rank``, ``world_size`` and ``accumulate``). Workers stay
+    alive between epochs.
 
-    :raises UserError: when there are fewer items than ``batch_size``.
+    :raises UserError: when there are fewer items than one global batch.
     """
-    if len(items) < batch_size:
+    global_batch = batch_size * world_size * accumulate
+    if len(items) < global_batch:
+        shown = f"trainer.batch_size={batch_size}"
+        if global_batch != batch_size:
+            shown += f" x {world_size} processes x trainer.accumulate={accumulate}"
         raise UserError(
             f"the training set has {len(items)} images, fewer than one batch "
-            f"(trainer.batch_size={batch_size}); lower trainer.batch_size or add images"
+            f"({shown}); lower trainer.batch_size or add images"
         )
     workers = max(0, num_workers)
     return DataLoader(
         SampleDataset(items, transform),
-        batch_sampler=EpochBatchSampler(len(items), batch_size, seed),
+        batch_sampler=EpochBatchSampler(
+            len(items),
+            batch_size,
+            seed,
+            rank=rank,
+            world_size=world_size,
+            accumulate=accumulate,
+        ),
         num_workers=workers,
         persistent_workers=workers > 0,
         worker_init_fn=_init_worker if workers > 0 else None,

@@ -6,8 +6,10 @@ A resumed run restores the model, optimizer, step and data position, and every R
 
 from __future__ import annotations
 
+import math
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from . import distributed
 from .errors import ConfigError, UserError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -32,7 +35,13 @@ FREE_KEYS = (
     "trainer.keep_checkpoints",
     "trainer.device",
     "trainer.skip_nonfinite",
+    "trainer.compile",
+    "trainer.devices",
 )
+
+#: Keys whose product with the number of processes is the global batch: a run may resume with
+#: another split of the same global batch (another number of processes, say).
+BATCH_KEYS = ("trainer.batch_size", "trainer.accumulate")
 
 
 def rng_state() -> dict[str, Any]:
@@ -102,17 +111,56 @@ def find_resume(config: DictConfig) -> Path | None:
 def _math_items(config: DictConfig) -> dict[str, Any]:
     from .config import flatten
 
-    return {k: v for k, v in flatten(config).items() if not k.startswith(FREE_KEYS)}
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if not k.startswith(FREE_KEYS) and k not in BATCH_KEYS
+    }
 
 
-def check_same_math(config: DictConfig, saved_yaml: str, path: Path) -> None:
+def _batch_split(config: DictConfig, world_size: int) -> tuple[int, int, int]:
+    trainer = config.trainer
+    return int(trainer.batch_size), world_size, int(trainer.get("accumulate", 1))
+
+
+def check_same_math(
+    config: DictConfig,
+    saved_yaml: str,
+    path: Path,
+    *,
+    world_size: int = 1,
+    saved_world_size: int = 1,
+) -> None:
     """Refuse to resume when a key that changes the math differs from the checkpoint's config.
+
+    The global batch (``trainer.batch_size`` × processes × ``trainer.accumulate``) must be the
+    checkpoint's; how it is split may differ (then a note says the run continues with the same
+    data order and schedule, though not bitwise).
 
     :raises ConfigError: naming every differing key, unless ``resume.force=true``.
     """
+    saved_config = OmegaConf.create(saved_yaml)
+    before = _batch_split(saved_config, saved_world_size)
+    after = _batch_split(config, world_size)
     if config.resume.force:
         return
-    saved = _math_items(OmegaConf.create(saved_yaml))
+    shown_split = "{} per process x {} processes x accumulate {} = {}".format
+    if math.prod(before) != math.prod(after):
+        raise ConfigError(
+            f"cannot resume from {path}: the global batch differs "
+            f"({shown_split(*before, math.prod(before))} -> "
+            f"{shown_split(*after, math.prod(after))}); keep the global batch, e.g. "
+            "trainer.batch_size or trainer.accumulate to match, or pass resume.force=true"
+        )
+    if before != after and distributed.rank() == 0:
+        print(
+            f"note: resuming {shown_split(*before, math.prod(before))} as "
+            f"{shown_split(*after, math.prod(after))}: the same global batch, data order and "
+            "schedule; BatchNorm statistics and rounding make it close to, not bitwise, "
+            "the uninterrupted run",
+            file=sys.stderr,
+        )
+    saved = _math_items(saved_config)
     current = _math_items(config)
     keys = sorted(set(saved) | set(current))
     differing = [k for k in keys if saved.get(k, "<absent>") != current.get(k, "<absent>")]
