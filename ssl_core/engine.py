@@ -37,6 +37,7 @@ from . import distributed
 from .config import Selection, resolve_device, to_yaml
 from .errors import ConfigError, RunFailed, RunInterrupted, UserError
 from .plugins import Plugins
+from .probe import check_input_size
 
 
 class StopRequest:
@@ -285,6 +286,7 @@ class Trainer:
             plugins, "ssl_build_heads", selection, "method", config=config, backbone=backbone
         )
         model.to(device)
+        check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
         if self.world > 1 and trainer.sync_bn and device.type == "cuda":
             # Replaces BatchNorm layers inside their parents: the backbone object stays the one
             # the model holds, and the state dict keeps its keys.

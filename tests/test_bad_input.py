@@ -17,7 +17,7 @@ import timm
 import torch
 from PIL import Image
 
-from ssl_core import UserError, cli, engine
+from ssl_core import UserError, cli
 from ssl_core.probe import check_input_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,11 +245,6 @@ def test_probe_accepts_a_small_resnet_and_changes_nothing():
     assert all(torch.equal(before[k], v) for k, v in resnet.state_dict().items())
 
 
-@pytest.mark.xfail(
-    "check_input_size" not in Path(engine.__file__).read_text(),
-    reason="the engine does not probe the backbone with ssl_core.probe.check_input_size yet",
-    run=False,
-)
 def test_image_size_too_small_for_the_backbone_is_one_line(tmp_path, capsys):
     args = [
         "run",
