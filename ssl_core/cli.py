@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -139,8 +140,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine import train
 
     metrics = train(cfg, selection, plugins)
-    summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-    print(f"done: {cfg.output_dir} {summary}".rstrip())
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole run
+        summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+        print(f"done: {cfg.output_dir} {summary}".rstrip())
     return 0
 
 

@@ -6,7 +6,7 @@ There are three kinds of hook.
 hands named components to the registry through the ``register`` callable it is given::
 
     register(name, factory, *, options=None, description="", matches=None, catalog=None,
-             auto_for=())
+             auto_for=(), defaults=None)
 
 ``factory(config)`` is called once per run with the resolved config (an OmegaConf
 ``DictConfig``) and returns the component's *run plugin*: an object whose ``@hookimpl``

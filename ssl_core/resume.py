@@ -35,6 +35,7 @@ FREE_KEYS = (
     "trainer.keep_checkpoints",
     "trainer.device",
     "trainer.skip_nonfinite",
+    "data.strict",
     "trainer.compile",
     "trainer.devices",
 )
