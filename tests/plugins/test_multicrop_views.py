@@ -103,3 +103,18 @@ def test_transform_pickles_and_workers_draw_anew():
 def test_inverted_local_range_is_a_config_error():
     with pytest.raises(ConfigError, match="local_crop_scale_min=0.5 is larger"):
         multicrop.make_run(make_config(local_crop_scale_min=0.5, local_crop_scale_max=0.3))
+
+
+def test_views_are_drawn_from_the_per_sample_torch_seed():
+    # The loader seeds torch per sample; the same seed must give the same crops in any
+    # process, or a resumed run would see other views than the run it continues.
+    transform = multicrop.make_run(make_config()).ssl_sample_transform(config=make_config())
+    (image,) = random_images(1)
+
+    def views(seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(seed)
+        return transform(image)["views"]
+
+    first, again, other = views(5), views(5), views(6)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))

@@ -60,12 +60,14 @@ def build_pipeline(options: AugmentOptions, recipe: ViewRecipe, size: int, seed:
     )
 
 
-class TwoViews:
-    """Sample transform: the two BYOL views of one image.
+class PipelineViews:
+    """Base of the sample transforms made of one albumentations pipeline per view.
 
-    Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"views": [uint8 [3,S,S]] * 2}``.
-    Picklable: the pipelines are rebuilt in each process that calls it, and every call draws
-    their random state from torch's RNG, which the loader seeds per sample.
+    Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"views": [uint8 [3,s,s], ...]}``,
+    one view per entry of :meth:`crops`. Picklable: the pipelines are rebuilt in each process
+    that calls it, and every call draws their random state from torch's RNG, which the loader
+    seeds per sample, so views depend neither on the number of workers nor on where a resumed
+    run restarted.
     """
 
     def __init__(self, options: AugmentOptions, size: int) -> None:
@@ -80,39 +82,54 @@ class TwoViews:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["options"], state["size"])
 
-    def build(self) -> None:
-        """(Re)build the pipelines for this process, seeded from ``torch.initial_seed()``."""
-        import numpy as np
+    def crops(self) -> list[tuple[AugmentOptions, ViewRecipe, int]]:
+        """``(options, recipe, size)`` of each view, in the order they are returned."""
+        raise NotImplementedError
 
+    def build(self) -> None:
+        """(Re)build the pipelines for this process."""
         if torch.utils.data.get_worker_info() is not None:
             import cv2
 
             # Workers already run in parallel; OpenCV's own threads would oversubscribe the CPU
             # (torch likewise runs workers single-threaded).
             cv2.setNumThreads(1)
-        seeds = np.random.SeedSequence(torch.initial_seed()).generate_state(2)
         self._pipelines = [
-            build_pipeline(self.options, recipe, self.size, int(seed))
-            for recipe, seed in zip(self.options.views(), seeds, strict=True)
+            build_pipeline(options, recipe, size, seed=0) for options, recipe, size in self.crops()
         ]
         self._pid = os.getpid()
 
     def __call__(self, image: Any) -> dict[str, list[torch.Tensor]]:
         import numpy as np
 
-        # A pipeline forked from another process would repeat that process's draws.
+        # A pipeline forked from another process would hold that process's state.
         if self._pid != os.getpid():
             self.build()
         array = as_rgb(image)
         views = []
-        # Draws come from torch's RNG, which the loader seeds per sample: the views of a run
-        # then depend neither on the number of workers nor on where a resumed run restarted.
         seeds = torch.randint(0, 2**62, (len(self._pipelines),)).tolist()
         for pipeline, seed in zip(self._pipelines, seeds, strict=True):
             pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
             view = pipeline(image=array)["image"]
             views.append(torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))))
         return {"views": views}
+
+
+class TwoViews(PipelineViews):
+    """Sample transform: the two BYOL views of one image, ``[uint8 [3,S,S]] * 2``."""
+
+    def crops(self) -> list[tuple[AugmentOptions, ViewRecipe, int]]:
+        return [(self.options, recipe, self.size) for recipe in self.options.views()]
+
+
+class MultiCrops(PipelineViews):
+    """Sample transform: 2 global views ``[uint8 [3,S,S]]`` then N local ``[uint8 [3,s,s]]``.
+
+    ``options`` is a :class:`ssl_augment.multicrop.MultiCropOptions`.
+    """
+
+    def crops(self) -> list[tuple[AugmentOptions, ViewRecipe, int]]:
+        return self.options.crops(self.size)
 
 
 class AlbumentationsViews:

@@ -16,14 +16,13 @@ the transform imports torch and albumentations when it runs.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ssl_core import ConfigError, hookimpl, option
 
-from .recipe import AugmentOptions, ViewRecipe, as_rgb
+from .recipe import AugmentOptions, ViewRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -94,61 +93,6 @@ class MultiCropOptions(AugmentOptions):
         return crops
 
 
-class MultiCrops:
-    """Sample transform: the global and local views of one image.
-
-    Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"views": [uint8 [3,S,S]] * 2 +
-    [uint8 [3,s,s]] * N}``. Picklable: the pipelines are rebuilt in each process that calls
-    it, seeded from ``torch.initial_seed()`` (distinct per DataLoader worker and epoch).
-    """
-
-    def __init__(self, options: MultiCropOptions, size: int) -> None:
-        self.options = options
-        self.size = size
-        self._pipelines: list[Any] = []
-        self._pid = -1
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"options": self.options, "size": self.size}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["options"], state["size"])
-
-    def build(self) -> None:
-        """(Re)build the pipelines for this process, seeded from ``torch.initial_seed()``."""
-        import numpy as np
-        import torch
-
-        from .albumentations_views import build_pipeline
-
-        if torch.utils.data.get_worker_info() is not None:
-            import cv2
-
-            # Workers already run in parallel; OpenCV's own threads would oversubscribe.
-            cv2.setNumThreads(1)
-        crops = self.options.crops(self.size)
-        seeds = np.random.SeedSequence(torch.initial_seed()).generate_state(len(crops))
-        self._pipelines = [
-            build_pipeline(options, recipe, size, int(seed))
-            for (options, recipe, size), seed in zip(crops, seeds, strict=True)
-        ]
-        self._pid = os.getpid()
-
-    def __call__(self, image: Any) -> dict[str, list[torch.Tensor]]:
-        import numpy as np
-        import torch
-
-        # A pipeline forked from another process would repeat that process's draws.
-        if self._pid != os.getpid():
-            self.build()
-        array = as_rgb(image)
-        views = []
-        for pipeline in self._pipelines:
-            view = pipeline(image=array)["image"]
-            views.append(torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))))
-        return {"views": views}
-
-
 class MultiCropViews:
     """Run plugin of the ``multicrop`` view generator."""
 
@@ -160,10 +104,12 @@ class MultiCropViews:
         # Fail on bad options now rather than in a worker.
         for options, recipe, size in self.options.crops(self.size)[:3]:
             build_pipeline(options, recipe, size, seed=0)
+        from .albumentations_views import MultiCrops
+
         self.transform = MultiCrops(self.options, self.size)
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> MultiCrops:
+    def ssl_sample_transform(self, config: Any) -> Callable[[Any], dict[str, Any]]:
         """All views are made here, per image, in the DataLoader workers."""
         return self.transform
 
