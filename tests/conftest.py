@@ -9,6 +9,12 @@ import pytest
 from ssl_core.plugins import Plugins, get_plugins
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each test in its own folder: MLflow puts a SQLite store's artifacts in ./mlruns."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def plugins() -> Plugins:
     """A fresh plugin manager with everything installed loaded through entry points."""

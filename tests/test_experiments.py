@@ -51,7 +51,9 @@ def sweep(tmp_path_factory) -> dict:
         f"byol.tau_base={','.join(TAUS)}",
         f"optim.lr={','.join(LRS)}",
     ]
-    assert main(["run", "--multirun", *args]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow puts a SQLite store's artifacts in ./mlruns
+        assert main(["run", "--multirun", *args]) == 0
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("sweep")
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
