@@ -22,11 +22,9 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,43 +33,11 @@ from omegaconf import DictConfig
 
 from . import distributed
 from .config import Selection, resolve_device, to_yaml
-from .errors import ConfigError, RunFailed, RunInterrupted, UserError
+from .errors import ConfigError, RunFailed, RunInterrupted
+from .launch import relaunch
 from .plugins import Plugins
 from .probe import check_input_size
-
-
-class StopRequest:
-    """Set by the first SIGINT/SIGTERM; the loop stops cleanly after the current step."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop at once
-        self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
-            "(Ctrl-C again to stop at once)",
-            file=sys.stderr,
-        )
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
-    """Turn SIGINT/SIGTERM into a :class:`StopRequest` while training (main thread only)."""
-    request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, request.handle)
-    try:
-        yield request
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+from .stopping import StopRequest, stop_on_signals
 
 
 def seed_everything(seed: int) -> None:
@@ -161,38 +127,6 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
 
 def torch_device_type(requested: str) -> str:
     return str(resolve_device(requested)).split(":")[0]
-
-
-def relaunch(devices: int, argv: Sequence[str] | None = None) -> dict[str, float]:
-    """Run this ``ssl run`` command again as ``devices`` processes under torchrun, and wait.
-
-    The processes rendezvous on this machine (``--standalone``); each sees the same command
-    line and ``trainer.devices=N`` matches the world size the launcher reports.
-
-    :raises UserError: when the command line is not an ``ssl run`` one (called as a library).
-    :raises RunFailed: when the processes fail.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "run" not in argv:
-        raise UserError(
-            f"trainer.devices={devices} starts processes from the ssl command line only; "
-            "from Python, launch with torchrun --nproc_per_node=N -m ssl_core run ..."
-        )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={devices}",
-        "-m",
-        "ssl_core",
-        *argv,
-    ]
-    print(f"starting {devices} processes: {' '.join(command[1:])}", file=sys.stderr)
-    code = subprocess.call(command)
-    if code != 0:
-        raise RunFailed(f"the {devices} training processes failed (exit code {code})")
-    return {}
 
 
 class Trainer:
@@ -484,7 +418,7 @@ class Trainer:
                 temperature=config.eval.knn_temperature,
                 **options,
             )
-        from .loader import extract_features
+        from .loader import Shard, extract_features
 
         if run.data.val is None:
             raise ValueError("knn_eval needs labelled data with a validation split")
@@ -698,18 +632,3 @@ class Trainer:
                 f"({self.nonfinite} of at most {allowed})",
                 file=sys.stderr,
             )
-
-
-class Shard(Sequence):
-    """Every ``world``-th item of ``items`` from ``rank`` on: one process's share of a split."""
-
-    def __init__(self, items: Sequence[Any], rank: int, world: int) -> None:
-        self.items, self.rank, self.world = items, rank, world
-
-    def __len__(self) -> int:
-        return max(0, (len(self.items) - self.rank + self.world - 1) // self.world)
-
-    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self.items[self.rank + index * self.world]

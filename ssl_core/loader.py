@@ -313,3 +313,18 @@ def extract_features(
     if not features:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)
     return torch.cat(features), torch.cat(labels)
+
+
+class Shard(Sequence):
+    """Every ``world``-th item of ``items`` from ``rank`` on: one process's share of a split."""
+
+    def __init__(self, items: Sequence[Any], rank: int, world: int) -> None:
+        self.items, self.rank, self.world = items, rank, world
+
+    def __len__(self) -> int:
+        return max(0, (len(self.items) - self.rank + self.world - 1) // self.world)
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.items[self.rank + index * self.world]
