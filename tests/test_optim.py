@@ -74,10 +74,32 @@ def test_lars_excluded_group_is_plain_momentum_sgd():
     assert p.detach().tolist() == pytest.approx([2.9 - 0.19, 3.8 - 0.38])
 
 
-def test_lars_leaves_gradients_untouched():
+def test_lars_writes_the_adapted_gradient_into_grad():
+    # In place, to spare two copies of every gradient per step: p.grad ends as
+    # (g + wd·w)·η‖w‖/‖g + wd·w‖ with the numbers of test_lars_step_matches_hand_computation.
     p = _param([3.0, 4.0], [1.0, 2.0])
-    LARS([p], lr=1.0, weight_decay=0.1).step()
-    assert p.grad.tolist() == [1.0, 2.0]
+    LARS([p], lr=2.0, weight_decay=0.1, trust_coefficient=0.01).step()
+    trust = 0.01 * 5.0 / math.sqrt(7.45)
+    assert p.grad.tolist() == pytest.approx([1.3 * trust, 2.4 * trust], rel=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [{"fused": True}, {"foreach": True}])
+def test_lars_fused_and_foreach_momentum_kernels_agree(monkeypatch, kernel):
+    import ssl_core.optim as optim
+
+    monkeypatch.setattr(optim, "_sgd_kernel", lambda device: kernel)
+    torch.manual_seed(0)
+    w, grads = torch.randn(4, 3), [torch.randn(4, 3) for _ in range(3)]
+    p = torch.nn.Parameter(w.clone())
+    opt = LARS([p], lr=0.5, momentum=0.9, weight_decay=0.01, trust_coefficient=0.1)
+    ref, buf = w.double(), torch.zeros(4, 3, dtype=torch.float64)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        adapted = g.double() + 0.01 * ref
+        buf = 0.9 * buf + adapted * (0.1 * ref.norm() / adapted.norm())
+        ref = ref - 0.5 * buf
+    assert torch.allclose(p.detach().double(), ref, rtol=1e-5, atol=1e-6)
 
 
 def test_param_groups_exclude_biases_and_norms_and_skip_frozen():
