@@ -179,6 +179,26 @@ def test_target_bn_statistics_come_from_its_own_forward(run, model) -> None:
     assert not torch.equal(model.target_projector[1].running_mean, before)
 
 
+def test_views_go_through_separately_unless_concat_views(config) -> None:
+    # BatchNorm in train mode normalizes over its batch: by default each view is its own batch,
+    # as in the paper; concat_views=true makes both views one batch of 8.
+    v1, v2 = views()
+    torch.manual_seed(0)
+    separate = plugin.make_run(config).ssl_build_heads(config=config, backbone=tiny_backbone())
+    config.byol.concat_views = True
+    torch.manual_seed(0)
+    joined = plugin.make_run(config).ssl_build_heads(config=config, backbone=tiny_backbone())
+    joined.load_state_dict(separate.state_dict())
+    (p1, p2), (z1, z2) = separate([v1, v2])
+    torch.testing.assert_close(p1, separate.online(v1))
+    torch.testing.assert_close(z2, separate.target(v2))
+    (q1, q2), (y1, y2) = joined([v1, v2])
+    both = torch.cat([v1, v2])
+    torch.testing.assert_close(torch.cat([q1, q2]), separate.online(both))
+    torch.testing.assert_close(torch.cat([y1, y2]), separate.target(both))
+    assert q1.shape == p1.shape and not torch.allclose(q1, p1)
+
+
 # --- target update ------------------------------------------------------------------------
 
 
@@ -225,7 +245,11 @@ def test_options_from_config(config) -> None:
 def test_options_default_to_the_paper() -> None:
     options = BYOLOptions.from_config(OmegaConf.create({}))
     assert options == BYOLOptions(
-        tau_base=0.996, proj_hidden_dim=4096, proj_dim=256, pred_hidden_dim=4096
+        tau_base=0.996,
+        proj_hidden_dim=4096,
+        proj_dim=256,
+        pred_hidden_dim=4096,
+        concat_views=False,
     )
 
 

@@ -34,6 +34,7 @@ class BYOLModel(nn.Module):
         self.online_encoder = backbone
         self.projector = MLPHead(num_features, options.proj_hidden_dim, options.proj_dim)
         self.predictor = MLPHead(options.proj_dim, options.pred_hidden_dim, options.proj_dim)
+        self.concat_views = options.concat_views
         self.target_encoder = copy.deepcopy(backbone)
         self.target_projector = copy.deepcopy(self.projector)
         for param in self.target_parameters():
@@ -59,9 +60,17 @@ class BYOLModel(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Online predictions and target projections of each view, in the order of ``views``.
 
-        Each view goes through separately: concatenating them would make BatchNorm normalize
-        over both views at once, which is not the recipe.
+        By default BatchNorm normalizes each view over its own batch, as in the reference,
+        where each view goes through separately; here both go through in one pass
+        (:func:`ssl_core.views.forward_views`), which gives the same numbers faster. With
+        ``concat_views`` the views are simply one batch: faster still, but BatchNorm's
+        statistics (and its running averages) then mix both views.
         """
-        predictions = [self.online(view) for view in views]
-        projections = [self.target(view) for view in views]
-        return predictions, projections
+        from ssl_core.views import forward_views
+
+        if self.concat_views:
+            batch = torch.cat(views)
+            predictions = list(self.online(batch).chunk(len(views)))
+            projections = list(self.target(batch).chunk(len(views)))
+            return predictions, projections
+        return forward_views(self, views, self.online), forward_views(self, views, self.target)

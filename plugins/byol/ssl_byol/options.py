@@ -14,7 +14,8 @@ class BYOLOptions:
 
     The paper's recipe: projector D→4096→256 and predictor 256→4096→256, each
     Linear → BatchNorm → ReLU → Linear; τ_base = 0.996 for 1000 epochs (0.99 for 100–300),
-    raised to 1 along a cosine over the run's optimizer steps.
+    raised to 1 along a cosine over the run's optimizer steps. Each view goes through the
+    networks on its own, as in the reference; ``concat_views`` trades that for speed.
     """
 
     tau_base: float = option(
@@ -23,6 +24,11 @@ class BYOLOptions:
     proj_hidden_dim: int = option(4096, "hidden width of the projector", min=1)
     proj_dim: int = option(256, "output width of the projector and predictor", min=1)
     pred_hidden_dim: int = option(4096, "hidden width of the predictor", min=1)
+    concat_views: bool = option(
+        False,
+        "one forward pass over both views (faster; BatchNorm statistics then span both views, "
+        "unlike the paper)",
+    )
 
     @classmethod
     def from_config(cls, config: Any) -> BYOLOptions:
