@@ -39,6 +39,9 @@ from .plugins import Plugins
 from .probe import check_input_size
 from .stopping import StopRequest, stop_on_signals
 
+#: Image size from which conv weights are kept channels_last on the CPU too (see ``build``).
+CPU_CHANNELS_LAST_WEIGHTS_FROM = 64
+
 
 def seed_everything(seed: int) -> None:
     import numpy as np
@@ -152,7 +155,8 @@ class Trainer:
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def _build(self) -> None:
+    def build(self) -> None:
+        """Validate, build data, model and optimizer through the hooks, restore a checkpoint."""
         import torch
 
         from .checkpoint import load_checkpoint, write_atomic
@@ -234,7 +238,12 @@ class Trainer:
         self.memory_format = torch.contiguous_format
         if trainer.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
             self.memory_format = torch.channels_last
-            model.to(memory_format=self.memory_format)
+            # The inputs always; the weights too, except for small images on the CPU: there
+            # oneDNN's weight gradients come out contiguous, and copying each into a
+            # channels_last parameter's layout costs more than the layout saves below ~64 px
+            # (docs/performance.md has the figures).
+            if device.type != "cpu" or config.data.image_size >= CPU_CHANNELS_LAST_WEIGHTS_FROM:
+                model.to(memory_format=self.memory_format)
         if trainer.compile:
             # In place (nn.Module.compile): parameter names and state dict keys do not change,
             # and the encoder object that evaluation and export use is the one being trained.
@@ -447,7 +456,7 @@ class Trainer:
         return distributed.broadcast_object(result)
 
     def fit(self) -> dict[str, float]:
-        self._build()
+        self.build()
         run = self.run
         final: dict[str, float] = {}
         if self.resumed is None:
@@ -493,10 +502,10 @@ class Trainer:
             run.model.train()
             started, images, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
             for batch in self.loader:
-                self._micro_step(batch)
-                if len(self.pending) < self.accumulate:
+                done = self.train_step(batch)
+                if done is None:
                     continue
-                loss_value, stop = self._step()
+                loss_value, stop = done
                 run.extra["batch_in_epoch"] = run.extra.get("batch_in_epoch", 0) + 1
                 images += run.batch_size
                 loss_sum += loss_value if math.isfinite(loss_value) else 0.0
@@ -530,6 +539,18 @@ class Trainer:
                 },
             )
             self.save()
+
+    def train_step(self, batch: dict[str, Any]) -> tuple[float, bool] | None:
+        """One micro-batch of training; after the last of an optimizer step, that step.
+
+        Returns ``None`` while an optimizer step is still gathering micro-batches, then what
+        :meth:`_step` returns. This is all the loop does per batch, so timing it times the
+        engine's step (``benchmarks/step.py`` does).
+        """
+        self._micro_step(batch)
+        if len(self.pending) < self.accumulate:
+            return None
+        return self._step()
 
     def _micro_step(self, batch: dict[str, Any]) -> None:
         """Forward and backward of one micro-batch; gradients add up over an optimizer step."""
