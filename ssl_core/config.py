@@ -63,7 +63,11 @@ class TrainerOptions:
         "batch_size x processes x accumulate",
         min=2,
     )
-    num_workers: int = option(-1, "DataLoader workers (-1: one per CPU core, at most 8)", min=-1)
+    num_workers: int = option(
+        -1,
+        "DataLoader workers (-1: none when training on the CPU, else one per core, at most 8)",
+        min=-1,
+    )
     seed: int = option(0, "random seed for data order, views and initialization")
     log_every: int = option(10, "log metrics every N optimizer steps", min=1)
     channels_last: bool = option(True, "channels_last memory format for conv backbones")

@@ -64,9 +64,18 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def default_workers(requested: int) -> int:
+def default_workers(requested: int, device_type: str) -> int:
+    """DataLoader workers for ``trainer.num_workers=requested`` (-1: sized to the machine).
+
+    Training on the CPU, the model's threads already use every core; worker processes would
+    take cores from them in the middle of a step (OpenMP threads then wait on each other), and
+    a run was slower with one or two workers than with the views made in the main process
+    between steps (docs/performance.md). On an accelerator: one per core, at most 8.
+    """
     if requested >= 0:
         return requested
+    if device_type == "cpu":
+        return 0
     return max(0, min(len(os.sched_getaffinity(0)), 8))
 
 
@@ -206,7 +215,7 @@ class Trainer:
             data.train,
             transform,
             batch_size=trainer.batch_size,
-            num_workers=default_workers(trainer.num_workers),
+            num_workers=default_workers(trainer.num_workers, device.type),
             seed=trainer.seed,
             pin_memory=device.type == "cuda",
             rank=self.rank,
