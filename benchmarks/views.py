@@ -1,0 +1,162 @@
+"""Views: view-pair throughput of each view generator against the model's consumption rate.
+
+``kornia`` makes both views of a batch on the training device from ``uint8`` squares the
+workers only crop and resize; ``albumentations`` makes them per image in the DataLoader
+workers. Each is timed through the generator's own hooks: ``kornia``'s ``ssl_make_views`` on a
+device batch, ``albumentations``' sample transform in this process (one core) and through the
+engine's training loader (seeding, collation, worker processes) with 1 and with N workers. The
+source images are ``S·8/7`` pixels square (256 px for 224-pixel views), uint8 noise.
+
+The model's rate is the engine's step alone at the same size (:func:`step.step_only_rate`);
+``views ÷ model`` above 1 means view generation keeps up with training. On a CPU the two
+compete for the same cores, so the ratio says how much of the machine views would take.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .common import Setting, interleaved, log, median, table
+from .step import step_only_rate
+
+
+def _config(size: int, generator: str) -> Any:
+    from ssl_core.config import build_config
+    from ssl_core.plugins import get_plugins
+
+    plugins = get_plugins(blocked={"mlflow", "progress", "knn-monitor", "linear-probe"})
+    config, selection = build_config(
+        ["method=byol", f"augment={generator}", f"data.image_size={size}"], plugins.registry
+    )
+    return config, selection.view_generator.factory(config)
+
+
+def source_images(size: int, count: int) -> list[tuple[Any, int]]:
+    import numpy as np
+
+    side = round(size * 8 / 7)
+    rng = np.random.default_rng(size)
+    return [(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), 0) for _ in range(count)]
+
+
+def kornia_rate(size: int, batch: int, device: str, rounds: int) -> float:
+    import torch
+
+    _, views = _config(size, "kornia")
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
+    call = lambda: views.ssl_make_views(batch={"image": images})  # noqa: E731
+    call()
+    times = interleaved({"kornia": call}, rounds=rounds, repeat=1, device=device)
+    return batch / median(times["kornia"])
+
+
+def albumentations_rate(size: int, batch: int, rounds: int) -> float:
+    """Pairs per second of the sample transform in this process (one core)."""
+    config, views = _config(size, "albumentations")
+    transform = views.ssl_sample_transform(config=config)
+    images = [image for image, _ in source_images(size, batch)]
+
+    def call() -> None:
+        for image in images:
+            transform(image)
+
+    call()
+    times = interleaved({"albumentations": call}, rounds=rounds, repeat=1)
+    return batch / median(times["albumentations"])
+
+
+def loader_rate(size: int, batch: int, workers: int, batches: int, pin_memory: bool) -> float:
+    """Pairs per second out of the engine's training loader with ``workers`` processes."""
+    from ssl_core.loader import build_train_loader
+
+    config, views = _config(size, "albumentations")
+    items = source_images(size, batch * (batches + 2 * workers + 2))
+    loader = build_train_loader(
+        items,
+        views.ssl_sample_transform(config=config),
+        batch_size=batch,
+        num_workers=workers,
+        seed=0,
+        pin_memory=pin_memory,
+    )
+    loader.batch_sampler.set_epoch(0)
+    iterator = iter(loader)
+    # The first batches come while the workers start; the rest is the steady state.
+    for _ in range(workers + 1):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    elapsed = time.perf_counter() - start
+    del iterator, loader
+    return batch * batches / elapsed
+
+
+def model_batch(setting: Setting, size: int) -> int:
+    """The batch the model is timed at: the setting's, smaller for big images on a CPU."""
+    if setting.device != "cpu":
+        return setting.batch_size
+    return max(8, min(setting.batch_size, setting.batch_size * 32 // size))
+
+
+def measure(setting: Setting, sizes: tuple[int, ...]) -> list[list[str]]:
+    cores = len(os.sched_getaffinity(0))
+    worker_counts = sorted({1, min(cores, 8)})
+    rounds = 2 if setting.quick else 3
+    rows = []
+    for size in sizes:
+        batch = model_batch(setting, size)
+        log(f"views: {size} px, model at batch {batch}")
+        model_setting = Setting(**{**setting.__dict__, "image_size": size, "batch_size": batch})
+        model = step_only_rate(model_setting, ["augment=albumentations"], 1 if setting.quick else 2)
+        view_batch = 16 if setting.quick else 64
+        figures = [
+            (
+                "kornia",
+                f"{setting.device}, in the training process",
+                kornia_rate(size, view_batch, setting.device, rounds),
+            ),
+            (
+                "albumentations",
+                "1 core, in this process",
+                albumentations_rate(size, view_batch, rounds),
+            ),
+        ]
+        for workers in worker_counts:
+            figures.append(
+                (
+                    "albumentations",
+                    f"training loader, {workers} worker{'s' if workers > 1 else ''}",
+                    loader_rate(
+                        size,
+                        view_batch,
+                        workers,
+                        batches=2 if setting.quick else 6,
+                        pin_memory=setting.device.startswith("cuda"),
+                    ),
+                )
+            )
+        for generator, where, pairs in figures:
+            rows.append(
+                [
+                    f"{size} px",
+                    generator,
+                    where,
+                    f"{pairs:.0f}",
+                    f"{model:.0f} (batch {batch})",
+                    f"{pairs / model:.1f}",
+                ]
+            )
+    return rows
+
+
+def report(setting: Setting, rows: list[list[str]]) -> str:
+    heading = (
+        f"### Views: view pairs per second against the model's rate "
+        f"({setting.backbone}, {setting.device}, precision {setting.precision})\n\n"
+    )
+    return heading + table(
+        ["size", "generator", "where", "pairs/s", "model img/s", "views ÷ model"], rows
+    )
