@@ -11,7 +11,7 @@ DEMO_ARGS ?= method=byol backbone=resnet18 backbone.small_input=true data=digits
 	optim.lr=3.0 optim.warmup_epochs=1 augment.crop_scale_min=0.3 augment.flip_prob=0 \
 	tracking.experiment=demo
 
-.PHONY: install demo test lint docs clean
+.PHONY: install demo test lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python -m benchmarks
 
 docs: install
 	$(BIN)/python tests/test_docs.py   # regenerates README's configuration reference
