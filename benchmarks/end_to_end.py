@@ -14,6 +14,7 @@ compute instead of adding to it.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from typing import Any
@@ -58,8 +59,14 @@ def run_rate(setting: Setting, warmup: int, measured: int, extra: list[str]) -> 
             *extra,
         ]
         config, selection = build_config(args, plugins.registry)
-        with quiet():
-            train(config, selection, plugins)
+        # MLflow puts a SQLite store's artifacts under ./mlruns: in the temporary folder.
+        here = os.getcwd()
+        os.chdir(tmp)
+        try:
+            with quiet():
+                train(config, selection, plugins)
+        finally:
+            os.chdir(here)
     times = clock.times
     if len(times) != steps:
         raise RuntimeError(f"expected {steps} step ends, saw {len(times)}")
