@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from .common import Setting, interleaved, log, median, table
+from .common import OBSERVERS, Setting, interleaved, log, median, table
 from .step import step_only_rate
 
 
@@ -26,7 +26,7 @@ def _config(size: int, generator: str) -> Any:
     from ssl_core.config import build_config
     from ssl_core.plugins import get_plugins
 
-    plugins = get_plugins(blocked={"mlflow", "progress", "knn-monitor", "linear-probe"})
+    plugins = get_plugins(blocked=set(OBSERVERS))
     config, selection = build_config(
         ["method=byol", f"augment={generator}", f"data.image_size={size}"], plugins.registry
     )
