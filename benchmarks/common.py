@@ -144,9 +144,9 @@ def quiet() -> Iterator[None]:
 def sample_batch(setting: Setting, extra: Sequence[str] = ()) -> dict[str, Any]:
     """The first training batch of ``setting``'s data and view generator; no model is built."""
     from ssl_core.config import build_config
-    from ssl_core.engine import run_plugins
-    from ssl_core.loader import build_train_loader
+    from ssl_core.data.loader import build_train_loader
     from ssl_core.plugins import get_plugins
+    from ssl_core.training.engine import run_plugins
 
     plugins = get_plugins(blocked=set(OBSERVERS))
     config, selection = build_config([*setting.overrides(), *extra], plugins.registry)
@@ -175,9 +175,9 @@ def engine_trainer(
     are not loaded: what is left is the training step itself.
     """
     from ssl_core.config import build_config
-    from ssl_core.engine import Trainer, run_plugins
     from ssl_core.plugins import get_plugins
-    from ssl_core.stopping import StopRequest
+    from ssl_core.training.engine import Trainer, run_plugins
+    from ssl_core.training.stopping import StopRequest
 
     plugins = get_plugins(blocked=None if observers else set(OBSERVERS))
     with tempfile.TemporaryDirectory(prefix="ssl-bench-") as tmp:

@@ -39,8 +39,8 @@ class StepClock:
 def run_rate(setting: Setting, warmup: int, measured: int, extra: list[str]) -> float:
     """Steady-state images per second of a tracked run of ``warmup + measured`` steps."""
     from ssl_core.config import build_config
-    from ssl_core.engine import train
     from ssl_core.plugins import get_plugins
+    from ssl_core.training.engine import train
 
     clock = StepClock()
     plugins = get_plugins(extra=[("benchmark-clock", clock)])

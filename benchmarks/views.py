@@ -69,7 +69,7 @@ def albumentations_rate(size: int, batch: int, rounds: int) -> float:
 
 def loader_rate(size: int, batch: int, workers: int, batches: int, pin_memory: bool) -> float:
     """Pairs per second out of the engine's training loader with ``workers`` processes."""
-    from ssl_core.loader import build_train_loader
+    from ssl_core.data.loader import build_train_loader
 
     config, views = _config(size, "albumentations")
     items = source_images(size, batch * (batches + 2 * workers + 2))

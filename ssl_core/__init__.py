@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pluggy
 
-from .errors import ConfigError, UserError
-from .options import option
+from ssl_core.errors import ConfigError, UserError
+from ssl_core.options import option
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """``python -m ssl_core`` is the ``ssl`` command (and what torchrun launches)."""
 
-from .cli import main
+from ssl_core.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import RunInterrupted, UserError
+from ssl_core import __version__
+from ssl_core.errors import RunInterrupted, UserError
 
 EXAMPLES = """\
 examples:
@@ -102,19 +102,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_plugins():
-    from .plugins import get_plugins
+    from ssl_core.plugins import get_plugins
 
     return get_plugins()
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import build_config, to_yaml
-    from .plugins import warn_failures
+    from ssl_core.config import build_config, to_yaml
+    from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
     if args.reference:
-        from .config import reference  # every installed option; overrides do not apply
+        from ssl_core.config.reference import (
+            reference,  # every installed option; overrides do not apply
+        )
 
         print(reference(plugins.registry), end="")
         return 0
@@ -124,20 +126,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import build_config, to_yaml
-    from .plugins import warn_failures
+    from ssl_core.config import build_config, to_yaml
+    from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
     if args.multirun:
-        from .sweep import run_sweep
+        from ssl_core.experiments.sweep import run_sweep
 
         return run_sweep(args.overrides, plugins, print_config=args.print_config)
     cfg, selection = build_config(args.overrides, plugins.registry)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from .engine import train
+    from ssl_core.training.engine import train
 
     metrics = train(cfg, selection, plugins)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole run
@@ -178,8 +180,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import describe, evaluate
-    from .plugins import warn_failures
+    from ssl_core.evaluation.evaluate import describe, evaluate
+    from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
@@ -189,8 +191,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import describe, export
-    from .plugins import warn_failures
+    from ssl_core.evaluation.export import describe, export
+    from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
@@ -199,7 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare
+    from ssl_core.experiments.compare import compare
 
     fmt = "csv" if args.csv else "json" if args.json else "table"
     return compare(args.overrides, fmt=fmt, plot_path=args.plot)

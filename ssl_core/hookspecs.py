@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     import torch
     from omegaconf import DictConfig
 
-    from .data import ImageData
-    from .run import RunContext
+    from ssl_core.data import ImageData
+    from ssl_core.training.run import RunContext
 
 hookspec = pluggy.HookspecMarker("ssl_core")
 

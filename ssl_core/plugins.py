@@ -1,22 +1,27 @@
-"""Build the plugin manager: hook specs, entry-point plugins (each load guarded), built-ins.
+"""Build the plugin manager: hook specs, then the entry-point plugins, each load guarded.
 
-A plugin that fails to import, whose hookimpls do not match the specs, or whose registration
-hook raises, is recorded as a :class:`PluginFailure` and left out; the others keep working.
+Every plugin, the built-in ones included (datasets, the MLflow tracker, the monitors, the
+progress display), is found through the ``ssl_core`` entry-point group. An entry point names a
+module, or a class that is instantiated once per plugin manager (for plugins that keep state
+during a run). A plugin that fails to import, whose hookimpls do not match the specs, or whose
+registration hook raises, is recorded as a :class:`PluginFailure` and left out; the others
+keep working.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
-from types import ModuleType
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .registry import KINDS, Registry
+from ssl_core import hookspecs
+from ssl_core.registry import KINDS, Registry
 
 ENTRY_POINT_GROUP = "ssl_core"
 
@@ -81,6 +86,23 @@ class Plugins:
             result.append(PluginInfo(name, dist, version, hooks, components))
         return result
 
+    @contextmanager
+    def running(self, config: Any, components: Sequence[Any]) -> Iterator[None]:
+        """Register the run plugins of ``components`` (built from ``config``) for the body.
+
+        Their step hooks answer for the duration; they are unregistered on the way out.
+        """
+        names = []
+        try:
+            for component in components:
+                name = f"run:{component.kind}:{component.name}"
+                self.pm.register(component.factory(config), name=name)
+                names.append(name)
+            yield
+        finally:
+            for name in names:
+                self.pm.unregister(name=name)
+
     def versions(self) -> dict[str, str]:
         """``{distribution: version}`` of every loaded plugin's distribution."""
         return {info.distribution: info.version for info in self.infos()}
@@ -96,18 +118,6 @@ def _version(dist: str) -> str:
 def _error_text(exc: BaseException) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return f"{type(exc).__name__}: {text}".rstrip(": ")
-
-
-def _builtin_modules() -> list[tuple[str, ModuleType]]:
-    from . import datasets, monitors, progress, tracking
-
-    return [
-        ("datasets", datasets),
-        ("mlflow", tracking.MlflowTracker()),
-        ("progress", progress.ProgressReporter()),
-        ("knn-monitor", monitors.KnnMonitor()),
-        ("linear-probe", monitors.LinearProbe()),
-    ]
 
 
 def _register_guarded(plugins: Plugins, plugin: object, name: str, dist: str, value: str) -> bool:
@@ -134,11 +144,13 @@ def load_entry_points(plugins: Plugins, blocked: set[str]) -> None:
         if ep.name in blocked or plugins.pm.has_plugin(ep.name):
             continue
         try:
-            module = ep.load()
+            plugin = ep.load()
+            if isinstance(plugin, type):
+                plugin = plugin()  # a stateful plugin: one instance per plugin manager
         except Exception as exc:
             plugins.failures.append(PluginFailure(ep.name, dist, ep.value, _error_text(exc)))
             continue
-        if _register_guarded(plugins, module, ep.name, dist, ep.value):
+        if _register_guarded(plugins, plugin, ep.name, dist, ep.value):
             plugins.sources[ep.name] = (dist, version)
 
 
@@ -166,13 +178,13 @@ def get_plugins(
     blocked: set[str] | None = None,
     extra: list[tuple[str, object]] | None = None,
 ) -> Plugins:
-    """A fresh plugin manager with specs, entry-point plugins, built-ins and extras registered.
+    """A fresh plugin manager with specs, entry-point plugins and extras registered.
 
     :param entry_points: load plugins from the ``ssl_core`` entry-point group; defaults to
         true unless ``SSL_CORE_DISABLE_PLUGIN_AUTOLOAD`` is set.
     :param blocked: plugin names not to load, added to ``SSL_CORE_BLOCK_PLUGINS``
         (comma-separated).
-    :param extra: ``(name, plugin)`` pairs registered after the built-ins (used by tests).
+    :param extra: ``(name, plugin)`` pairs registered after the entry points (used by tests).
     """
     if entry_points is None:
         entry_points = not os.environ.get("SSL_CORE_DISABLE_PLUGIN_AUTOLOAD")
@@ -183,7 +195,7 @@ def get_plugins(
     plugins = Plugins(pm=pm, registry=Registry())
     if entry_points:
         load_entry_points(plugins, blocked)
-    for name, plugin in _builtin_modules() + list(extra or []):
+    for name, plugin in list(extra or []):
         if name not in blocked:
             origin = getattr(plugin, "__name__", type(plugin).__module__)
             _register_guarded(plugins, plugin, name, "ssl-core", origin)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .errors import ConfigError, UserError, closest
+from ssl_core.errors import ConfigError, UserError, closest
 
 #: Component kinds, each with the config group that selects it.
 KINDS: dict[str, str] = {

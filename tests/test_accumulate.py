@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ssl_core import cli
-from ssl_core.checkpoint import load_checkpoint
-from ssl_core.ema import cosine_tau
-from ssl_core.loader import EpochBatchSampler
+from ssl_core.data.loader import EpochBatchSampler
+from ssl_core.methods.targets import cosine_tau
 from ssl_core.plugins import get_plugins
+from ssl_core.training.checkpoint import load_checkpoint
 
 # the toy components sit next to this file (tests are imported by path, not as a package)
 sys.path.insert(0, str(Path(__file__).parent))

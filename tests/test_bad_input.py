@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ssl_core import UserError, cli
-from ssl_core.probe import check_input_size
+from ssl_core.training.input_size import check_input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ssl_core.checkpoint import load_checkpoint
 from ssl_core.cli import main
+from ssl_core.training.checkpoint import load_checkpoint
 
 
 def _client(tmp_path: Path) -> MlflowClient:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+from ssl_datasets import folder, images, plugin, split
 
-from ssl_core import UserError, datasets
+from ssl_core import UserError
 from ssl_core.registry import Registry
 
 IMAGE_SIZE = 16
@@ -27,7 +28,7 @@ def make_config(name: str, seed: int = 0, **data: object) -> typing.Any:
 
 def build(name: str, seed: int = 0, **data: object):
     registry = Registry()
-    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    plugin.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
     component = registry.get("dataset", name)
     defaults = OmegaConf.structured(component.options)
     config = make_config(name, seed, **{**OmegaConf.to_container(defaults), **data})
@@ -39,7 +40,7 @@ def build(name: str, seed: int = 0, **data: object):
 
 def test_registers_the_three_datasets() -> None:
     registry = Registry()
-    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    plugin.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
     assert registry.names("dataset") == ["digits", "folder", "synthetic"]
     for component in registry:
         assert component.provider == "datasets"
@@ -48,7 +49,7 @@ def test_registers_the_three_datasets() -> None:
 
 def test_options_are_typed_and_leave_the_core_keys_alone() -> None:
     registry = Registry()
-    datasets.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
+    plugin.ssl_register_datasets(register=registry.registrar("dataset", "datasets"))
     for component in registry:
         hints = typing.get_type_hints(component.options)
         assert "name" not in hints and "image_size" not in hints
@@ -139,8 +140,8 @@ def test_folder_with_class_subfolders_is_labelled(tmp_path: Path) -> None:
     assert len(data.train) + len(data.val) == 6
     assert {label for _, label in data.val} == {0, 1}
     by_name = {}
-    for split in (data.train, data.val):
-        by_name.update(zip([Path(p).name for p in split.paths], split.labels, strict=True))
+    for part in (data.train, data.val):
+        by_name.update(zip([Path(p).name for p in part.paths], part.labels, strict=True))
     assert by_name == {
         "gray.png": 0,
         "alpha.PNG": 0,
@@ -155,7 +156,7 @@ def test_folder_with_class_subfolders_is_labelled(tmp_path: Path) -> None:
 
 def test_folder_converts_every_mode_to_rgb(tmp_path: Path) -> None:
     save_images(tmp_path)
-    files = datasets.FolderImages([str(p) for p in datasets.find_images(tmp_path)], [0] * 6)
+    files = folder.FolderImages([str(p) for p in folder.find_images(tmp_path)], [0] * 6)
     images = {Path(p).name: files[i][0] for i, p in enumerate(files.paths)}
     assert images["gray.png"].shape == (20, 30, 3) and (images["gray.png"] == 100).all()
     alpha = images["alpha.PNG"]
@@ -174,7 +175,7 @@ def test_palette_transparency_is_composited_on_black() -> None:
     palette.putpalette([0, 0, 0, 10, 220, 30] + [0] * 762)
     palette.putpixel((0, 0), 0)
     palette.info["transparency"] = 1  # palette entry 1 is fully transparent
-    rgb = datasets.pil_to_rgb(palette)
+    rgb = images.pil_to_rgb(palette)
     assert rgb.shape == (3, 5, 3) and rgb.dtype == np.uint8
     assert (rgb == 0).all()
 
@@ -183,7 +184,7 @@ def test_folder_items_pickle_and_load_lazily(tmp_path: Path) -> None:
     save_images(tmp_path)
     data = build("folder", path=str(tmp_path))
     copy = pickle.loads(pickle.dumps(data.train))
-    assert isinstance(copy, datasets.FolderImages)
+    assert isinstance(copy, folder.FolderImages)
     assert np.array_equal(copy[0][0], data.train[0][0])
 
 
@@ -269,12 +270,12 @@ def save_truncated_jpeg(path: Path) -> None:
 def test_check_image_rejects_what_pil_cannot_open_or_verify(tmp_path: Path) -> None:
     save_good(tmp_path, 1)
     names = save_corrupt(tmp_path)
-    assert datasets.check_image(tmp_path / "good0.png") is None
+    assert images.check_image(tmp_path / "good0.png") is None
     for name in names:
-        reason = datasets.check_image(tmp_path / name)
+        reason = images.check_image(tmp_path / name)
         assert reason and "\n" not in reason, name
     save_truncated_jpeg(tmp_path / "late.jpg")
-    assert datasets.check_image(tmp_path / "late.jpg") is None  # caught only when loaded
+    assert images.check_image(tmp_path / "late.jpg") is None  # caught only when loaded
 
 
 def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path: Path, capsys) -> None:
@@ -380,7 +381,7 @@ def test_image_failing_at_load_is_an_error_when_strict(tmp_path: Path) -> None:
     save_truncated_jpeg(tmp_path / "late.jpg")
     data = build("folder", path=str(tmp_path), strict=True)
     late = data.train.paths.index(str(tmp_path / "late.jpg"))
-    with pytest.raises(datasets.UnreadableImage) as info:
+    with pytest.raises(images.UnreadableImage) as info:
         data.train[late]
     message = str(info.value)
     assert message.startswith(f"cannot read image {tmp_path / 'late.jpg'}: image file is")
@@ -391,8 +392,8 @@ def test_strict_error_from_a_loader_worker_stays_one_line(tmp_path: Path) -> Non
     from torch.utils.data import DataLoader
 
     save_truncated_jpeg(tmp_path / "late.jpg")
-    items = datasets.FolderImages([str(tmp_path / "late.jpg")], [-1], strict=True)
-    with pytest.raises(datasets.UnreadableImage) as info:
+    items = folder.FolderImages([str(tmp_path / "late.jpg")], [-1], strict=True)
+    with pytest.raises(images.UnreadableImage) as info:
         list(DataLoader(items, num_workers=1, collate_fn=lambda batch: batch))
     assert str(info.value).startswith(f"cannot read image {tmp_path / 'late.jpg'}: ")
     assert "\n" not in str(info.value) and "Traceback" not in str(info.value)
@@ -400,14 +401,14 @@ def test_strict_error_from_a_loader_worker_stays_one_line(tmp_path: Path) -> Non
 
 def test_no_loadable_image_at_all_is_an_error(tmp_path: Path) -> None:
     save_truncated_jpeg(tmp_path / "late.jpg")
-    items = datasets.FolderImages([str(tmp_path / "late.jpg")], [-1])
-    with pytest.raises(datasets.UnreadableImage, match="none of the 1 images could be read"):
+    items = folder.FolderImages([str(tmp_path / "late.jpg")], [-1])
+    with pytest.raises(images.UnreadableImage, match="none of the 1 images could be read"):
         items[0]
 
 
 def test_folder_images_with_strict_pickle(tmp_path: Path) -> None:
     save_good(tmp_path, 2)
-    items = datasets.FolderImages([str(p) for p in sorted(tmp_path.iterdir())], [0, 1], True)
+    items = folder.FolderImages([str(p) for p in sorted(tmp_path.iterdir())], [0, 1], True)
     copy = pickle.loads(pickle.dumps(items))
     assert copy.strict and copy.paths == items.paths
     assert np.array_equal(copy[1][0], items[1][0])
@@ -449,7 +450,7 @@ def test_synthetic_classes_differ_by_mean_colour() -> None:
 
 def test_stratified_split_keeps_every_class_on_both_sides() -> None:
     labels = np.array([0] * 10 + [1] * 3 + [2] * 1)
-    train, val = datasets.stratified_split(labels, 0.1, seed=0)
+    train, val = split.stratified_split(labels, 0.1, seed=0)
     assert sorted(np.concatenate([train, val]).tolist()) == list(range(14))
     assert set(labels[val]) == {0, 1}  # the lone class-2 item stays in train
     assert set(labels[train]) == {0, 1, 2}

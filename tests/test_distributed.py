@@ -13,8 +13,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ssl_core import cli, distributed
-from ssl_core.checkpoint import load_checkpoint
+from ssl_core import cli
+from ssl_core.training import distributed
+from ssl_core.training.checkpoint import load_checkpoint
 
 
 def test_single_process_is_rank_0_of_1():
@@ -34,7 +35,7 @@ def test_single_process_gather_is_the_identity_and_keeps_the_gradient():
 TWO_PROCESSES = textwrap.dedent(
     """
     import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
-    from ssl_core import distributed
+    from ssl_core.training import distributed
 
     def work(rank, port):
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",

@@ -6,7 +6,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ssl_core import hookspecs
-from ssl_core.config import reference
+from ssl_core.config.reference import reference
 from ssl_core.plugins import get_plugins
 
 README = Path(__file__).resolve().parents[1] / "README.md"

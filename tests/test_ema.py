@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ssl_core.ema import cosine_tau, ema_update_
+from ssl_core.methods.targets import cosine_tau, ema_update_
 
 
 def test_cosine_tau_starts_at_tau_base() -> None:

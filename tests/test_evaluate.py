@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from ssl_core.cli import main
-from ssl_core.evaluate import balanced_subset, topk_accuracy, train_linear
+from ssl_core.evaluation.finetune import balanced_subset
+from ssl_core.evaluation.linear import train_linear
+from ssl_core.evaluation.protocol import topk_accuracy
 
 
 def test_balanced_subset_keeps_a_share_of_every_class_fixed_by_the_seed():

@@ -7,8 +7,8 @@ import timm
 import torch
 
 from ssl_core.cli import main
-from ssl_core.evaluate import load_source
-from ssl_core.export import load_encoder
+from ssl_core.evaluation.export import load_encoder
+from ssl_core.evaluation.sources import load_source
 from ssl_core.plugins import get_plugins
 
 
@@ -49,8 +49,8 @@ def test_export_round_trip_through_timm_gives_equal_features(tmp_path, tiny_run_
 def test_small_input_encoder_export_says_how_to_load_it(tmp_path, capsys):
     from ssl_backbones.timm_backbone import create_backbone
 
-    from ssl_core.checkpoint import save_weights
     from ssl_core.config import build_config, to_yaml
+    from ssl_core.training.checkpoint import save_weights
 
     # A run directory as a run with backbone.small_input=true leaves it (no training needed).
     args = ["method=byol", "backbone=resnet18", "backbone.small_input=true"]

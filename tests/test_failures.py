@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ssl_core import cli, hookimpl
-from ssl_core.checkpoint import load_checkpoint
 from ssl_core.plugins import get_plugins
-from ssl_core.resume import step_checkpoints
+from ssl_core.training.checkpoint import load_checkpoint
+from ssl_core.training.resume import step_checkpoints
 
 
 class NanLoss:

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
+from ssl_datasets.synthetic import SyntheticDataset
 
-from ssl_core import knn
 from ssl_core.data import ImageData
-from ssl_core.datasets import SyntheticDataset
-from ssl_core.knn import knn_eval, knn_top1
+from ssl_core.evaluation import knn
+from ssl_core.evaluation.knn import knn_eval, knn_top1
 
 
 def clusters(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,17 +11,9 @@ import pytest
 import torch
 
 from ssl_core import UserError
-from ssl_core.loader import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    EpochBatchSampler,
-    SampleDataset,
-    build_train_loader,
-    eval_transform,
-    extract_features,
-    normalize,
-    to_device,
-)
+from ssl_core.data.features import extract_features
+from ssl_core.data.loader import EpochBatchSampler, SampleDataset, build_train_loader, to_device
+from ssl_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize
 
 
 def make_items(n: int, size: int = 8) -> list[tuple[np.ndarray, int]]:

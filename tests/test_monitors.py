@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 from ssl_core import hookimpl
 from ssl_core.config import build_config
 from ssl_core.data import ImageData
-from ssl_core.engine import train
-from ssl_core.monitors import LinearProbe
+from ssl_core.monitors.linear_probe import LinearProbe
 from ssl_core.plugins import get_plugins
+from ssl_core.training.engine import train
 
 
 class EpochRecorder:

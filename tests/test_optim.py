@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_core.errors import ConfigError
-from ssl_core.optim import (
+from ssl_core.training.optim import (
     LARS,
     OptimOptions,
     build_optimizer,
@@ -85,7 +85,7 @@ def test_lars_writes_the_adapted_gradient_into_grad():
 
 @pytest.mark.parametrize("kernel", [{"fused": True}, {"foreach": True}])
 def test_lars_fused_and_foreach_momentum_kernels_agree(monkeypatch, kernel):
-    import ssl_core.optim as optim
+    import ssl_core.training.optim as optim
 
     monkeypatch.setattr(optim, "_sgd_kernel", lambda device: kernel)
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ssl_core import cli, hookimpl
-from ssl_core.checkpoint import load_checkpoint
 from ssl_core.plugins import get_plugins
+from ssl_core.training.checkpoint import load_checkpoint
 
 
 class AutocastProbe:

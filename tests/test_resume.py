@@ -12,8 +12,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from ssl_core.checkpoint import load_checkpoint
-from ssl_core.resume import step_checkpoints
+from ssl_core.training.checkpoint import load_checkpoint
+from ssl_core.training.resume import step_checkpoints
 
 STEPS = 15  # 40 images, 25 % held out, batch 8: 3 steps an epoch, 5 epochs
 

@@ -6,9 +6,9 @@ import json
 import socket
 from types import SimpleNamespace
 
-from ssl_core import tracking
 from ssl_core.cli import main
-from ssl_core.tracking import MlflowTracker
+from ssl_core.experiments import mlflow_tracker as tracking
+from ssl_core.experiments.mlflow_tracker import MlflowTracker
 
 
 def closed_port() -> int:

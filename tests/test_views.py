@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from ssl_core.views import forward_views, views_in_batch
+from ssl_core.methods.per_view_batchnorm import forward_views, views_in_batch
 
 
 def _net() -> nn.Module:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ssl_core import hookimpl
-from ssl_core.ema import cosine_tau, ema_update_
+from ssl_core.methods.targets import cosine_tau, ema_update_
 
 
 class TinyGN(nn.Sequential):
@@ -128,7 +128,7 @@ class Recorder:
         self.updates: list[tuple[int, float]] = []
 
     def _rank(self) -> int:
-        from ssl_core import distributed
+        from ssl_core.training import distributed
 
         return distributed.rank()
 

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from ssl_core.config import build_config
-from ssl_core.loader import normalize
+from ssl_core.data.transforms import normalize
 from ssl_core.plugins import Plugins, get_plugins
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ssl-plugin-example"
@@ -210,7 +210,7 @@ def test_method_state_dict_round_trips(method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_method_trains_through_the_engine(method, tmp_path):
-    from ssl_core.engine import train
+    from ssl_core.training.engine import train
 
     config, selection = config_for(
         f"method={method}",
@@ -277,7 +277,7 @@ def test_view_generator_makes_unit_range_views_from_any_image(name):
 
 def test_validate_config_stops_a_run_before_any_work(tmp_path):
     from ssl_core import UserError, hookimpl
-    from ssl_core.engine import train
+    from ssl_core.training.engine import train
 
     class Refuse:
         @hookimpl

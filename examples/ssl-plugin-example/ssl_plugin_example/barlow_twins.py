@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from ssl_core import UserError, distributed, hookimpl
+from ssl_core import UserError, hookimpl
+from ssl_core.training import distributed
 from torch import nn
 
 from .options import BarlowTwinsOptions

@@ -66,7 +66,7 @@ class BYOLModel(nn.Module):
         ``concat_views`` the views are simply one batch: faster still, but BatchNorm's
         statistics (and its running averages) then mix both views.
         """
-        from ssl_core.views import forward_views
+        from ssl_core.methods.per_view_batchnorm import forward_views
 
         if self.concat_views:
             batch = torch.cat(views)

@@ -63,7 +63,7 @@ class BYOLRun:
 
     @hookimpl
     def ssl_update_target(self, model: BYOLModel, step: int, total_steps: int) -> dict[str, float]:
-        from ssl_core.ema import cosine_tau, ema_update_
+        from ssl_core.methods.targets import cosine_tau, ema_update_
 
         if self._ema_pairs is None or self._ema_pairs[0] is not model:
             self._ema_pairs = (model, model.target_parameters(), model.online_parameters())

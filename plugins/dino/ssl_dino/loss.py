@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ssl_core import distributed
+from ssl_core.training import distributed
 
 
 def dino_loss(

@@ -112,7 +112,7 @@ class DINORun:
 
     @hookimpl
     def ssl_update_target(self, model: DINOModel, step: int, total_steps: int) -> dict[str, float]:
-        from ssl_core.ema import cosine_tau, ema_update_
+        from ssl_core.methods.targets import cosine_tau, ema_update_
 
         if self.steps_per_epoch is None and not self.max_steps and total_steps >= self.epochs:
             self.steps_per_epoch = total_steps // self.epochs

@@ -1,0 +1,170 @@
+"""A pretrained encoder and the config of the run that trained it, from wherever it is.
+
+A source is a checkpoint file, a run directory (its ``checkpoint.pt``, or its
+``encoder.safetensors`` and ``config.yaml``), or an MLflow run id looked up in
+``tracking.uri``. The encoder is rebuilt by the run's backbone plugin and gets the online
+encoder's weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ssl_core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from omegaconf import DictConfig
+
+    from ssl_core.plugins import Plugins
+
+
+@dataclass
+class Source:
+    """A pretrained encoder with the resolved config of the run that trained it.
+
+    ``run_id`` is the pretraining run's MLflow id when known; ``in_store`` says that the run
+    was found in the tracking store being used (evaluations then nest under it).
+    """
+
+    encoder: torch.nn.Module
+    config: DictConfig
+    spec: str
+    run_id: str | None = None
+    in_store: bool = False
+    experiment_id: str | None = None
+
+
+def build_encoder(config: Any, plugins: Plugins) -> torch.nn.Module:
+    """A fresh encoder as the run's backbone component builds it from ``config``."""
+    component = plugins.registry.get("backbone", str(config.backbone.name))
+    with plugins.running(config, [component]):
+        encoder = plugins.hook.ssl_build_backbone(config=config)
+    if encoder is None:
+        raise RuntimeError(f"backbone '{component.name}' built nothing")
+    return encoder
+
+
+def _load_weights(encoder: torch.nn.Module, weights: dict[str, Any], spec: str, name: str) -> None:
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise UserError(f"the weights of {spec} do not fit backbone '{name}': {first}") from None
+
+
+def _from_checkpoint(path: Path, spec: str, plugins: Plugins) -> Source:
+    from omegaconf import OmegaConf
+
+    from ssl_core.training.checkpoint import load_checkpoint
+
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise UserError(f"{spec} is not an ssl_core checkpoint: {first}") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(f"{spec} is not an ssl_core checkpoint (no model and config in it)")
+    config = OmegaConf.create(state["config"])
+    prefix = str(state.get("encoder_prefix") or "")
+    model = state["model"]
+    weights = (
+        {k[len(prefix) + 1 :]: v for k, v in model.items() if k.startswith(prefix + ".")}
+        if prefix
+        else dict(model)
+    )
+    encoder = build_encoder(config, plugins)
+    _load_weights(encoder, weights, spec, str(config.backbone.name))
+    return Source(encoder, config, spec, run_id=state.get("mlflow_run_id"))
+
+
+def _from_weights(weights_path: Path, config_path: Path, spec: str, plugins: Plugins) -> Source:
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    config = OmegaConf.load(config_path)
+    encoder = build_encoder(config, plugins)
+    _load_weights(encoder, load_file(str(weights_path)), spec, str(config.backbone.name))
+    return Source(encoder, config, spec)
+
+
+def _from_path(path: Path, spec: str, plugins: Plugins) -> Source:
+    if path.is_dir():
+        if (path / "checkpoint.pt").is_file():
+            return _from_checkpoint(path / "checkpoint.pt", spec, plugins)
+        if (path / "encoder.safetensors").is_file() and (path / "config.yaml").is_file():
+            return _from_weights(path / "encoder.safetensors", path / "config.yaml", spec, plugins)
+        raise UserError(
+            f"{spec} is a directory without checkpoint.pt or encoder.safetensors + config.yaml"
+        )
+    if path.suffix == ".safetensors":
+        config_path = path.parent / "config.yaml"
+        if not config_path.is_file():
+            raise UserError(
+                f"{spec} needs the run's config.yaml beside it to know its backbone; or pass "
+                "the run directory, its checkpoint.pt or its MLflow run id"
+            )
+        return _from_weights(path, config_path, spec, plugins)
+    return _from_checkpoint(path, spec, plugins)
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bars for the one or two files a source needs."""
+    import os
+
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _from_run(run_id: str, uri: str, plugins: Plugins) -> Source:
+    from ssl_core.experiments.store import get_run, open_store
+
+    client = open_store(uri)
+    mlrun = get_run(client, run_id, uri)
+    names = {a.path for a in client.list_artifacts(run_id)}
+    with tempfile.TemporaryDirectory(prefix="ssl-eval-") as tmp, _quiet_downloads():
+        if {"encoder", "config"} <= names:
+            weights = client.download_artifacts(run_id, "encoder/encoder.safetensors", tmp)
+            config = client.download_artifacts(run_id, "config/config.yaml", tmp)
+            source = _from_weights(Path(weights), Path(config), run_id, plugins)
+        elif "checkpoint" in names:
+            path = client.download_artifacts(run_id, "checkpoint/checkpoint.pt", tmp)
+            source = _from_checkpoint(Path(path), run_id, plugins)
+        else:
+            raise UserError(
+                f"run {run_id} ({mlrun.info.status}) has no encoder, config or checkpoint "
+                "artifacts; evaluate a finished run or its checkpoint file"
+            )
+    source.run_id, source.in_store = run_id, True
+    source.experiment_id = mlrun.info.experiment_id
+    return source
+
+
+def load_source(spec: str, plugins: Plugins, tracking_uri: str) -> Source:
+    """The encoder of ``spec``: a checkpoint, a run directory, weights, or an MLflow run id.
+
+    :raises UserError: when ``spec`` is none of them, or its weights do not fit its backbone.
+    """
+    if not spec:
+        raise UserError("name the pretrained encoder with run=RUN_ID or run=PATH/checkpoint.pt")
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _from_path(path, spec, plugins)
+    looks_like_path = "/" in spec or spec.endswith((".pt", ".safetensors", ".yaml"))
+    if looks_like_path:
+        raise UserError(f"run={spec}: no such file or directory")
+    return _from_run(spec, tracking_uri, plugins)

@@ -1,0 +1,638 @@
+"""The training loop: selected components in, a trained encoder and a tracked run out.
+
+The engine knows no method by name. It registers the selected components' run plugins for the
+run, asks them (through the step hooks) for data, views, backbone, heads, loss and the target
+update, and tells lifecycle hooks (trackers, progress) what happened. Checkpoints are written
+atomically every ``trainer.checkpoint_every`` steps, at epoch ends and at the end; a run
+continues from one with ``resume=auto`` or ``resume=PATH``.
+
+Under ``torchrun`` (or ``trainer.devices=N``) every process runs this loop on its share of
+each global batch, with the model wrapped in DistributedDataParallel. Step hooks run on every
+process; lifecycle hooks (trackers, progress, monitors) and file writes only on rank 0, with
+the loss and the other step metrics averaged over processes first. ``trainer.accumulate=K``
+makes an optimizer step, a target update and a schedule step out of K micro-batches;
+``trainer.precision`` runs the forward pass under autocast (fp16 with a GradScaler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ssl_core.config import Selection, resolve_device, to_yaml
+from ssl_core.errors import ConfigError, RunFailed, RunInterrupted
+from ssl_core.plugins import Plugins
+from ssl_core.training import distributed
+from ssl_core.training.input_size import check_input_size
+from ssl_core.training.launch import relaunch
+from ssl_core.training.stopping import StopRequest, stop_on_signals
+
+#: Image size from which conv weights are kept channels_last on the CPU too (see ``build``).
+CPU_CHANNELS_LAST_WEIGHTS_FROM = 64
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of process ``rank`` (at optimizer step ``step``) in a run seeded with ``seed``.
+
+    Processes draw different random numbers for what happens on the device (batched view
+    augmentations, dropout); the model itself starts equal everywhere.
+    """
+    import numpy as np
+
+    state = np.random.SeedSequence([seed % 2**63, rank, step]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def run_plugins(plugins: Plugins, selection: Selection, config: DictConfig) -> Any:
+    """Register the selected components' run plugins for the duration of a run."""
+    return plugins.running(config, [component for _, component in selection.items()])
+
+
+def _first(plugins: Plugins, hook: str, selection: Selection, kind: str, **kwargs: Any) -> Any:
+    result = getattr(plugins.hook, hook)(**kwargs)
+    if result is None:
+        component = getattr(selection, kind)
+        raise RuntimeError(
+            f"{hook} returned nothing: {kind} '{component.name}' of plugin "
+            f"'{component.provider}' does not implement it"
+        )
+    return result
+
+
+def encoder_prefix(model: Any, encoder: Any) -> str:
+    """Where ``encoder`` sits in ``model``: its prefix in ``model.state_dict()``."""
+    for name, module in model.named_modules():
+        if module is encoder:
+            return name
+    raise RuntimeError("ssl_build_heads returned a model that does not contain the backbone")
+
+
+def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[str, float]:
+    """Run one pretraining run to the end (or continue one); returns the final metrics.
+
+    Under a launcher (``$WORLD_SIZE`` > 1) this process joins the process group for the run;
+    ``trainer.devices=N`` outside a launcher starts N processes through torchrun instead (see
+    :func:`relaunch`).
+    """
+    devices, launched = config.trainer.devices, distributed.launched_world_size()
+    if devices > 1 and launched == 1:
+        return relaunch(devices)
+    if devices > 1 and launched != devices:
+        raise ConfigError(
+            f"trainer.devices={devices} but the launcher started {launched} processes; "
+            "leave trainer.devices=1 under torchrun"
+        )
+    device_type = torch_device_type(config.trainer.device)
+    with (
+        distributed.process_group(device_type),
+        run_plugins(plugins, selection, config),
+        stop_on_signals() as stop,
+    ):
+        return Trainer(config, selection, plugins, stop).fit()
+
+
+def torch_device_type(requested: str) -> str:
+    return str(resolve_device(requested)).split(":")[0]
+
+
+class Trainer:
+    """One run: builds everything through the hooks, then loops, checkpoints and reports."""
+
+    def __init__(
+        self, config: DictConfig, selection: Selection, plugins: Plugins, stop: StopRequest
+    ) -> None:
+        self.config, self.selection, self.plugins, self.stop = config, selection, plugins, stop
+        self.hook = plugins.hook
+        self.last_checkpoint: Path | None = None
+        self.nonfinite = 0
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.accumulate = config.trainer.accumulate
+        # micro-batches of the optimizer step under way: (loss, other metrics)
+        self.pending: list[tuple[Any, dict[str, Any]]] = []
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook, on rank 0 only: one process talks to trackers and the user."""
+        if self.main:
+            getattr(self.hook, hook)(**kwargs)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Validate, build data, model and optimizer through the hooks, restore a checkpoint."""
+        import torch
+
+        from ssl_core.data.loader import build_train_loader, default_workers
+        from ssl_core.training.checkpoint import load_checkpoint, write_atomic
+        from ssl_core.training.optim import build_optimizer
+        from ssl_core.training.resume import check_same_math, find_resume
+        from ssl_core.training.run import RunContext
+
+        config, trainer, plugins, selection = (
+            self.config,
+            self.config.trainer,
+            self.plugins,
+            self.selection,
+        )
+        self.hook.ssl_validate_config(config=config)
+        resume_from = find_resume(config)
+        self.resumed = load_checkpoint(resume_from) if resume_from is not None else None
+        if self.resumed is not None:
+            check_same_math(
+                config,
+                self.resumed["config"],
+                resume_from,
+                world_size=self.world,
+                saved_world_size=self.resumed.get("world_size", 1),
+            )
+        torch.use_deterministic_algorithms(trainer.deterministic)
+        seed_everything(trainer.seed)
+        device = torch.device(resolve_device(trainer.device))
+        if self.world > 1 and device.type == "cuda":
+            device = torch.device("cuda", distributed.local_rank())
+        elif self.world > 1 and device.type != "cpu":
+            raise ConfigError(
+                f"trainer.device={trainer.device} cannot train in several processes; "
+                "use cuda or cpu"
+            )
+
+        # Rank 0 builds the data first, so that a download or a cache is made once.
+        if not self.main:
+            distributed.barrier()
+        data = _first(plugins, "ssl_build_dataset", selection, "dataset", config=config)
+        if self.main:
+            distributed.barrier()
+        transform = _first(
+            plugins, "ssl_sample_transform", selection, "view_generator", config=config
+        )
+        self.loader = build_train_loader(
+            data.train,
+            transform,
+            batch_size=trainer.batch_size,
+            num_workers=default_workers(trainer.num_workers, device.type),
+            seed=trainer.seed,
+            pin_memory=device.type == "cuda",
+            rank=self.rank,
+            world_size=self.world,
+            accumulate=self.accumulate,
+        )
+        global_batch = self.loader.batch_sampler.global_batch_size
+        steps_per_epoch = self.loader.batch_sampler.batches_per_epoch
+        total_steps = steps_per_epoch * trainer.epochs
+        if trainer.max_steps:
+            total_steps = min(total_steps, trainer.max_steps)
+
+        backbone = _first(plugins, "ssl_build_backbone", selection, "backbone", config=config)
+        model = _first(
+            plugins, "ssl_build_heads", selection, "method", config=config, backbone=backbone
+        )
+        model.to(device)
+        check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
+        if self.world > 1 and trainer.sync_bn and device.type == "cuda":
+            # Replaces BatchNorm layers inside their parents: the backbone object stays the one
+            # the model holds, and the state dict keeps its keys.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif self.world > 1 and trainer.sync_bn and self.main:
+            print(
+                "warning: trainer.sync_bn needs CUDA (torch has no SyncBatchNorm on the CPU); "
+                "BatchNorm statistics stay per process",
+                file=sys.stderr,
+            )
+        self.memory_format = torch.contiguous_format
+        if trainer.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            self.memory_format = torch.channels_last
+            # The inputs always; the weights too, except for small images on the CPU: there
+            # oneDNN's weight gradients come out contiguous, and copying each into a
+            # channels_last parameter's layout costs more than the layout saves below ~64 px
+            # (docs/performance.md has the figures).
+            if device.type != "cpu" or config.data.image_size >= CPU_CHANNELS_LAST_WEIGHTS_FROM:
+                model.to(memory_format=self.memory_format)
+        if trainer.compile:
+            # In place (nn.Module.compile): parameter names and state dict keys do not change,
+            # and the encoder object that evaluation and export use is the one being trained.
+            for module in model.modules():
+                if type(module) is type(backbone):
+                    module.compile()
+        # the learning rate follows the global batch: per process x processes x accumulation
+        optimizer = build_optimizer(model, config.optim, global_batch)
+        self.warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+            str(trainer.precision)
+        )
+        self.scaler = (
+            torch.amp.GradScaler(device.type) if str(trainer.precision) == "fp16" else None
+        )
+
+        output_dir = Path(config.output_dir)
+        if self.main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        self.run = run = RunContext(
+            config=config,
+            selection=selection,
+            output_dir=output_dir,
+            device=device,
+            model=model,
+            encoder=backbone,
+            optimizer=optimizer,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            batch_size=global_batch,
+            data=data,
+            encoder_prefix=encoder_prefix(model, backbone),
+            plugin_versions=plugins.versions(),
+        )
+        run.extra.update(world_size=self.world, accumulate=self.accumulate)
+        if self.main:
+            run.artifacts["config"] = write_atomic(
+                output_dir / "config.yaml", lambda tmp: tmp.write_text(to_yaml(config))
+            )
+        if self.world > 1:
+            # Initialization was equal everywhere; from here each process draws its own numbers.
+            seed_everything(rank_seed(trainer.seed, self.rank))
+        if self.resumed is not None:
+            self._restore(self.resumed, resume_from)
+        # What the loss hook calls: the model itself, or its data-parallel wrapper (made after
+        # the restore, so that every process starts from the checkpoint's weights).
+        self.forward_model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        from ssl_core.training.resume import set_rng_state
+
+        run = self.run
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        run.step, run.epoch = state["step"], state["epoch"]
+        run.extra["batch_in_epoch"] = state["batch_in_epoch"]
+        run.tracking_run_id = state.get("mlflow_run_id")
+        run.resumed_from = path
+        self.nonfinite = state.get("nonfinite", 0)
+        self.last_checkpoint = path
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])
+        else:
+            # Same global batch, other split: the data and schedule are the run's, but the
+            # processes' random streams cannot be carried over one to one.
+            seed_everything(rank_seed(self.config.trainer.seed, self.rank, run.step))
+            if self.main:
+                print(
+                    f"note: {path} was written by {len(ranks)} processes, this run has "
+                    f"{self.world}; same global batch, data order and schedule, but device-side "
+                    "random draws (batched augmentations) differ from the uninterrupted run",
+                    file=sys.stderr,
+                )
+        if self.main:
+            print(f"resuming from {path} at step {run.step}/{run.total_steps}", file=sys.stderr)
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write a step checkpoint atomically and drop the oldest beyond ``keep_checkpoints``."""
+        from ssl_core.training.resume import checkpoint_path, rng_state
+
+        run = self.run
+        path = checkpoint_path(run.output_dir, run.step)
+        if self.last_checkpoint == path:
+            return path
+        # Trackers store everything up to this step first, so that a run resumed from this
+        # checkpoint neither repeats nor misses a logged step.
+        self.notify("ssl_checkpoint", run=run, path=path)
+        # Every process's random state goes in, so each continues its own stream on resume;
+        # taken after the trackers ran, as a run continuing from here would find it.
+        ranks = distributed.gather_objects(rng_state())
+        if self.main:
+            self._write(path, ranks)
+        # No process goes on (or exits) before the checkpoint is complete on disk.
+        distributed.barrier()
+        self.last_checkpoint = path
+        return path
+
+    def _write(self, path: Path, ranks: list[dict[str, Any]] | None) -> None:
+        from ssl_core.training.checkpoint import FORMAT, save_checkpoint
+        from ssl_core.training.resume import step_checkpoints
+
+        run = self.run
+        state = {
+            "format": FORMAT,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "step": run.step,
+            "epoch": run.epoch,
+            "batch_in_epoch": run.extra.get("batch_in_epoch", 0),
+            "nonfinite": self.nonfinite,
+            "rng": ranks[0] if ranks else None,
+            "rng_ranks": ranks,
+            "world_size": self.world,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "config": to_yaml(self.config),
+            "mlflow_run_id": run.tracking_run_id,
+            "encoder_prefix": run.encoder_prefix,
+            "knn_top1_init": run.extra.get("knn_top1_init"),
+        }
+        try:
+            save_checkpoint(path, state)
+        except OSError as exc:
+            kept = self.last_checkpoint or "none written yet"
+            raise RunFailed(
+                f"cannot write checkpoint {path}: {exc.strerror or exc}; "
+                f"the previous checkpoint is intact: {kept}"
+            ) from None
+        for old in step_checkpoints(run.output_dir)[: -self.config.trainer.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    def _publish_final(self) -> None:
+        """``checkpoint.pt`` and ``encoder.safetensors`` in the run directory, for users."""
+        from ssl_core.training.checkpoint import save_weights, write_atomic
+
+        run = self.run
+        final = run.output_dir / "checkpoint.pt"
+        source = self.save()
+        if not self.main:
+            return
+
+        def link(tmp: Path) -> None:
+            tmp.unlink()
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+
+        run.artifacts["checkpoint"] = write_atomic(final, link)
+        run.artifacts["encoder"] = save_weights(run.output_dir / "encoder.safetensors", run.encoder)
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def _knn(self) -> float | None:
+        """Weighted kNN top-1 of the encoder; the same value on every process.
+
+        Under several processes each extracts the features of every ``world``-th image (a
+        shard), rank 0 gathers them, votes, and tells the others the result.
+        """
+        config, run = self.config, self.run
+        if not (config.eval.knn and run.data.labelled):
+            return None
+        from ssl_core.evaluation.knn import knn_eval, knn_top1
+
+        options = {"image_size": config.data.image_size, "device": run.device}
+        if self.world == 1:
+            return knn_eval(
+                run.encoder,
+                run.data,
+                k=config.eval.knn_k,
+                temperature=config.eval.knn_temperature,
+                **options,
+            )
+        from ssl_core.data.features import Shard, extract_features
+
+        if run.data.val is None:
+            raise ValueError("knn_eval needs labelled data with a validation split")
+        shards = [
+            extract_features(run.encoder, Shard(items, self.rank, self.world), **options)
+            for items in (run.data.train, run.data.val)
+        ]
+        gathered = distributed.gather_objects(shards)
+        result = None
+        if gathered is not None:
+            import torch
+
+            (bank, bank_labels), (queries, labels) = (
+                tuple(torch.cat([part[split][i] for part in gathered]) for i in (0, 1))
+                for split in (0, 1)
+            )
+            result = knn_top1(
+                bank,
+                bank_labels,
+                queries,
+                labels,
+                k=config.eval.knn_k,
+                temperature=config.eval.knn_temperature,
+                num_classes=len(run.data.classes) if run.data.classes else None,
+            )
+        return distributed.broadcast_object(result)
+
+    def fit(self) -> dict[str, float]:
+        self.build()
+        run = self.run
+        final: dict[str, float] = {}
+        if self.resumed is None:
+            knn_init = self._knn()
+            if knn_init is not None:
+                run.extra["knn_top1_init"] = knn_init
+                if self.main:
+                    print(f"kNN top-1 at initialization: {knn_init:.4f}", file=sys.stderr)
+        if run.extra.get("knn_top1_init") is None and self.resumed is not None:
+            run.extra["knn_top1_init"] = self.resumed.get("knn_top1_init")
+        if run.extra.get("knn_top1_init") is not None:
+            final["knn_top1_init"] = run.extra["knn_top1_init"]
+
+        self.notify("ssl_run_start", run=run)
+        status = "FAILED"
+        try:
+            self._loop()
+            self._publish_final()
+            knn_final = self._knn()
+            if knn_final is not None:
+                final["knn_top1"] = knn_final
+                init = final.get("knn_top1_init")
+                shown = f" (at initialization {init:.4f})" if init is not None else ""
+                if self.main:
+                    print(f"kNN top-1 after training:    {knn_final:.4f}{shown}", file=sys.stderr)
+            if "final_loss" in run.extra:
+                final["final_loss"] = run.extra["final_loss"]
+            status = "FINISHED"
+        except (KeyboardInterrupt, RunInterrupted):
+            status = "KILLED"
+            raise
+        finally:
+            self.notify("ssl_run_end", run=run, status=status, metrics=final)
+        return final
+
+    def _loop(self) -> None:
+        run, config = self.run, self.config
+        sampler = self.loader.batch_sampler
+        every = config.trainer.checkpoint_every
+        while run.epoch < config.trainer.epochs and run.step < run.total_steps:
+            start = run.extra.get("batch_in_epoch", 0)
+            sampler.set_epoch(run.epoch, start_batch=start)
+            run.model.train()
+            started, images, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+            for batch in self.loader:
+                done = self.train_step(batch)
+                if done is None:
+                    continue
+                loss_value, stop = done
+                run.extra["batch_in_epoch"] = run.extra.get("batch_in_epoch", 0) + 1
+                images += run.batch_size
+                loss_sum += loss_value if math.isfinite(loss_value) else 0.0
+                steps += 1
+                if stop:
+                    path = self.save()
+                    signum = self.stop.signum or signal.SIGTERM  # another process was asked
+                    name = signal.Signals(signum).name
+                    raise RunInterrupted(
+                        signum,
+                        f"stopped by {name} at step {run.step}; checkpoint {path}; continue "
+                        f"with the same command and resume=auto output_dir={run.output_dir}",
+                    )
+                if every and run.step % every == 0:
+                    self.save()
+                if run.step >= run.total_steps:
+                    break
+            if run.extra["batch_in_epoch"] < run.steps_per_epoch:
+                break  # max_steps ended the run inside this epoch
+            run.epoch += 1
+            run.extra["batch_in_epoch"] = 0
+            elapsed = time.perf_counter() - started
+            run.extra["final_loss"] = loss_sum / max(steps, 1)
+            self.notify(
+                "ssl_epoch_end",
+                run=run,
+                epoch=run.epoch,
+                metrics={
+                    "epoch_loss": run.extra["final_loss"],
+                    "img_per_s": images / max(elapsed, 1e-9),
+                },
+            )
+            self.save()
+
+    def train_step(self, batch: dict[str, Any]) -> tuple[float, bool] | None:
+        """One micro-batch of training; after the last of an optimizer step, that step.
+
+        Returns ``None`` while an optimizer step is still gathering micro-batches, then what
+        :meth:`_step` returns. This is all the loop does per batch, so timing it times the
+        engine's step (``benchmarks/step.py`` does).
+        """
+        self._micro_step(batch)
+        if len(self.pending) < self.accumulate:
+            return None
+        return self._step()
+
+    def _micro_step(self, batch: dict[str, Any]) -> None:
+        """Forward and backward of one micro-batch; gradients add up over an optimizer step."""
+        from ssl_core.data.loader import to_device
+        from ssl_core.data.transforms import normalize
+        from ssl_core.training.optim import set_lr
+
+        run, plugins, selection = self.run, self.plugins, self.selection
+        batch = run.batch = to_device(batch, run.device)
+        views = _first(plugins, "ssl_make_views", selection, "view_generator", batch=batch)
+        views = [normalize(v).contiguous(memory_format=self.memory_format) for v in views]
+        first, last = not self.pending, len(self.pending) == self.accumulate - 1
+        if first:
+            self.lr = set_lr(run.optimizer, run.step, run.total_steps, self.warmup_steps)
+            run.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            out = _first(
+                plugins,
+                "ssl_compute_loss",
+                selection,
+                "method",
+                model=self.forward_model,
+                views=views,
+                step=run.step,
+            )
+        loss = out["loss"].float()  # fp32 whatever the autocast dtype
+        scaled = loss / self.accumulate if self.accumulate > 1 else loss
+        if self.scaler is not None:
+            scaled = self.scaler.scale(scaled)
+        # Gradients are averaged over processes once per optimizer step, at the last backward.
+        no_sync = getattr(self.forward_model, "no_sync", None)
+        with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+            scaled.backward()
+        others = {k: v.detach().float() for k, v in out.items() if k != "loss"}
+        self.pending.append((loss.detach(), others))
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(self.run.device.type, dtype=self.autocast_dtype)
+
+    def _step(self) -> tuple[float, bool]:
+        """The optimizer step and target update after the last micro-batch.
+
+        Returns the loss (averaged over micro-batches and processes) and whether the run is
+        to stop now (asked on any process: all stop at the same step).
+        """
+        import torch
+
+        run = self.run
+        losses = [loss for loss, _ in self.pending]
+        names = list(self.pending[0][1])
+        values = [torch.stack(losses).mean() if len(losses) > 1 else losses[0]]
+        values += [torch.stack([o[name] for _, o in self.pending]).mean() for name in names]
+        self.pending = []
+        stop = self.stop.signum is not None
+        if self.world > 1:
+            flag = torch.tensor(float(stop), device=run.device)
+            summed = distributed.all_reduce_sum(torch.stack([*values, flag]))
+            values = (summed[:-1] / self.world).tolist()
+            stop = bool(summed[-1].item() > 0)
+        else:
+            values = torch.stack(values).tolist() if names else [float(values[0])]
+        loss_value = values[0]
+        if not math.isfinite(loss_value):
+            run.optimizer.zero_grad(set_to_none=True)
+            self._nonfinite(loss_value)
+            run.step += 1
+            return loss_value, stop
+        if self.scaler is not None:
+            # skips the update by itself when a gradient overflowed, and lowers the scale
+            self.scaler.step(run.optimizer)
+            self.scaler.update()
+        else:
+            run.optimizer.step()
+        target_metrics = (
+            self.hook.ssl_update_target(model=run.model, step=run.step, total_steps=run.total_steps)
+            or {}
+        )
+        run.step += 1
+        metrics = {"loss": loss_value, "lr": self.lr, **target_metrics}
+        metrics.update(zip(names, values[1:], strict=True))
+        self.notify("ssl_step_end", run=run, step=run.step, metrics=metrics)
+        return loss_value, stop
+
+    def _nonfinite(self, value: float) -> None:
+        self.nonfinite += 1
+        step = self.run.step + 1
+        allowed = self.config.trainer.skip_nonfinite
+        if self.nonfinite > allowed:
+            last = self.last_checkpoint or "none written yet"
+            raise RunFailed(
+                f"the loss became {value} at step {step}; last good checkpoint: {last}; "
+                "lower optim.lr, or let trainer.skip_nonfinite=N skip up to N such steps"
+            )
+        if self.main:
+            print(
+                f"warning: the loss became {value} at step {step}; step skipped "
+                f"({self.nonfinite} of at most {allowed})",
+                file=sys.stderr,
+            )
