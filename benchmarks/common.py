@@ -146,13 +146,12 @@ def sample_batch(setting: Setting, extra: Sequence[str] = ()) -> dict[str, Any]:
     from ssl_core.config import build_config
     from ssl_core.data.loader import build_train_loader
     from ssl_core.plugins import get_plugins
-    from ssl_core.training.engine import run_plugins
 
     plugins = get_plugins(blocked=set(OBSERVERS))
     config, selection = build_config([*setting.overrides(), *extra], plugins.registry)
-    with run_plugins(plugins, selection, config):
-        data = plugins.hook.ssl_build_dataset(config=config)
-        transform = plugins.hook.ssl_sample_transform(config=config)
+    with plugins.running(config, [c for _, c in selection.items()]):
+        data = plugins.hook.ssl_build_dataset()
+        transform = plugins.hook.ssl_sample_transform()
     loader = build_train_loader(
         data.train,
         transform,
@@ -169,14 +168,14 @@ def sample_batch(setting: Setting, extra: Sequence[str] = ()) -> dict[str, Any]:
 def engine_trainer(
     setting: Setting, extra: Sequence[str] = (), observers: bool = False
 ) -> Iterator[Any]:
-    """A built :class:`ssl_core.engine.Trainer` for ``setting`` and one batch from its loader.
+    """A built :class:`ssl_core.training.engine.Trainer` for ``setting`` and one batch from its loader.
 
     Yields ``(trainer, batch)``. Without ``observers`` the trackers, progress and monitors
     are not loaded: what is left is the training step itself.
     """
     from ssl_core.config import build_config
     from ssl_core.plugins import get_plugins
-    from ssl_core.training.engine import Trainer, run_plugins
+    from ssl_core.training.engine import Trainer
     from ssl_core.training.stopping import StopRequest
 
     plugins = get_plugins(blocked=None if observers else set(OBSERVERS))
@@ -184,7 +183,7 @@ def engine_trainer(
         args = [*setting.overrides(), *extra, f"output_dir={tmp}/run", "trainer.num_workers=0"]
         args.append(f"tracking.uri=sqlite:///{tmp}/mlflow.db")
         config, selection = build_config(args, plugins.registry)
-        with run_plugins(plugins, selection, config):
+        with plugins.running(config, [c for _, c in selection.items()]):
             with quiet():
                 trainer = Trainer(config, selection, plugins, StopRequest())
                 trainer.build()

@@ -41,7 +41,7 @@ class HandWrittenBYOL:
         device: torch.device,
         *,
         lr: float = 0.1,
-        tau: float = 0.996,
+        tau: float = 0.99,
         hidden: int = 4096,
         proj_dim: int = 256,
         channels_last: bool = False,

@@ -23,14 +23,15 @@ from .step import step_only_rate
 
 
 def _config(size: int, generator: str) -> Any:
-    from ssl_core.config import build_config
+    from ssl_core.config import build_config, component_options
     from ssl_core.plugins import get_plugins
 
     plugins = get_plugins(blocked=set(OBSERVERS))
     config, selection = build_config(
         ["method=byol", f"augment={generator}", f"data.image_size={size}"], plugins.registry
     )
-    return config, selection.view_generator.factory(config)
+    component = selection.view_generator
+    return config, component.make(config, component_options(component, config))
 
 
 def source_images(size: int, count: int) -> list[tuple[Any, int]]:
@@ -55,7 +56,7 @@ def kornia_rate(size: int, batch: int, device: str, rounds: int) -> float:
 def albumentations_rate(size: int, batch: int, rounds: int) -> float:
     """Pairs per second of the sample transform in this process (one core)."""
     config, views = _config(size, "albumentations")
-    transform = views.ssl_sample_transform(config=config)
+    transform = views.ssl_sample_transform()
     images = [image for image, _ in source_images(size, batch)]
 
     def call() -> None:
@@ -75,7 +76,7 @@ def loader_rate(size: int, batch: int, workers: int, batches: int, pin_memory: b
     items = source_images(size, batch * (batches + 2 * workers + 2))
     loader = build_train_loader(
         items,
-        views.ssl_sample_transform(config=config),
+        views.ssl_sample_transform(),
         batch_size=batch,
         num_workers=workers,
         seed=0,

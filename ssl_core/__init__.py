@@ -1,14 +1,31 @@
 """ssl_core: a plugin framework for self-supervised learning.
 
-Plugins import :data:`hookimpl` to mark their hook implementations and :func:`option` to
-declare typed options. Importing this package does not import torch.
+This package is the whole public surface: plugins import what they use from ``ssl_core`` and
+nothing from its submodules, which are free to change. Importing it does not import torch;
+the names that need torch are loaded the first time they are used.
+
+For users: :func:`load_encoder` (a run's encoder as a ``torch.nn.Module``).
+
+For plugin authors:
+
+- :data:`hookimpl` marks hook implementations; :func:`option` declares typed options;
+- :class:`UserError`, :class:`ConfigError` (one line, exit 2) and :class:`PluginError`;
+- :class:`ImageData`, what a dataset returns; :class:`StepInfo`, what step hooks are told;
+- :func:`mlp` (every projector and predictor), :class:`EMA` and :func:`momentum_copy` (target
+  networks the core updates), :class:`ParamGroup` and :func:`param_groups` (a method's own
+  optimization rules), :func:`forward_views` (several views in one pass, BatchNorm per view);
+- :func:`gather`, :func:`rank`, :func:`world_size`: losses over the batch of every process;
+- :func:`cosine_tau` and :func:`ema_update_`, for a method that updates its target itself.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 import pluggy
 
-from ssl_core.errors import ConfigError, UserError
+from ssl_core.errors import ConfigError, PluginError, UserError
 from ssl_core.options import option
 
 __version__ = "0.1.0"
@@ -16,4 +33,43 @@ __version__ = "0.1.0"
 #: Marker for hook implementations in plugins: ``@hookimpl def ssl_register_methods(register)``.
 hookimpl = pluggy.HookimplMarker("ssl_core")
 
-__all__ = ["ConfigError", "UserError", "__version__", "hookimpl", "option"]
+#: Public names loaded on first use: ``name -> module``.
+_LAZY = {
+    "load_encoder": "ssl_core.api",
+    "ImageData": "ssl_core.data.image_data",
+    "StepInfo": "ssl_core.training.run",
+    "mlp": "ssl_core.methods.heads",
+    "EMA": "ssl_core.methods.targets",
+    "momentum_copy": "ssl_core.methods.targets",
+    "cosine_tau": "ssl_core.methods.targets",
+    "ema_update_": "ssl_core.methods.targets",
+    "ParamGroup": "ssl_core.methods.param_groups",
+    "param_groups": "ssl_core.methods.param_groups",
+    "forward_views": "ssl_core.methods.per_view_batchnorm",
+    "gather": "ssl_core.training.distributed",
+    "rank": "ssl_core.training.distributed",
+    "world_size": "ssl_core.training.distributed",
+}
+
+__all__ = [
+    "ConfigError",
+    "PluginError",
+    "UserError",
+    "__version__",
+    "hookimpl",
+    "option",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssl_core' has no attribute '{name}'")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -26,6 +26,16 @@ class RunFailed(UserError):
     exit_code = 1
 
 
+class PluginError(UserError):
+    """A plugin broke its contract or failed in a hook; one line naming it, exit code 1.
+
+    Not the user's input but not ssl_core's bug either: the line names the plugin and the
+    hook so the user knows whom to ask (``--debug`` shows the traceback).
+    """
+
+    exit_code = 1
+
+
 class RunInterrupted(Exception):
     """The run stopped on SIGINT/SIGTERM after writing a checkpoint; exit code 128 + signal."""
 

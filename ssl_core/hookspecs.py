@@ -5,17 +5,21 @@ There are three kinds of hook.
 *Registration hooks* (``ssl_register_*``) run once, when the plugin manager is built. A plugin
 hands named components to the registry through the ``register`` callable it is given::
 
-    register(name, factory, *, options=None, description="", matches=None, catalog=None,
-             auto_for=(), defaults=None)
+    register(name, factory, *, options=None, description="", views=None, default=False,
+             matches=None, catalog=None, auto_for=(), defaults=None)
 
-``factory(config)`` is called once per run with the resolved config (an OmegaConf
-``DictConfig``) and returns the component's *run plugin*: an object whose ``@hookimpl``
-methods implement the step hooks below. ``options`` is a dataclass of typed options
-(see :func:`ssl_core.option`) that become the component's config group.
+``factory`` is called once per run and returns the component's *run plugin*: an object whose
+``@hookimpl`` methods answer the step hooks below for that run. Like a hookimpl, the factory
+takes only the arguments it needs, by name: ``options`` (an instance of the ``options``
+dataclass, with the run's values; see :func:`ssl_core.option`), ``config`` (the whole resolved
+config, read-only) and ``name`` (the name the user selected it by). The options become the
+component's config group: the method's own group named after it (``byol.tau_base``), or the
+``backbone``, ``augment`` and ``data`` groups.
 
 *Step hooks* are ``firstresult`` hooks. For each run the engine registers only the selected
 components' run plugins (one method, one backbone, one view generator, one dataset), so exactly
-one of them answers; other plugins may still wrap a step with ``hookwrapper=True``.
+one of them answers; other plugins may still wrap a step with ``wrapper=True``. A run plugin
+was built with its options and config, so step hooks are not given the config again.
 
 *Lifecycle hooks* are called on every plugin that implements them (trackers, monitors,
 progress); their return values are ignored.
@@ -37,7 +41,8 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from ssl_core.data import ImageData
-    from ssl_core.training.run import RunContext
+    from ssl_core.methods.param_groups import ParamGroup
+    from ssl_core.training.run import RunContext, StepInfo
 
 hookspec = pluggy.HookspecMarker("ssl_core")
 
@@ -51,21 +56,26 @@ Register = Callable[..., None]
 def ssl_register_methods(register: Register) -> None:
     """Offer SSL methods (selected by ``method=NAME``).
 
-    A method's run plugin implements :func:`ssl_build_heads`, :func:`ssl_compute_loss` and
-    :func:`ssl_update_target`. Its options form the config group named after the method
-    (``byol.tau_base``).
+    A method's run plugin implements :func:`ssl_build_heads` and :func:`ssl_compute_loss`, and
+    may implement :func:`ssl_param_groups` and :func:`ssl_update_target`. Its options form the
+    config group named after the method (``byol.tau_base``). ``views=2`` (or a range
+    ``(2, None)``) says how many views per image the loss takes; the core checks the view
+    generator against it before any work.
 
-    :param register: ``register(name, factory, options=..., description=...)``.
+    :param register: ``register(name, factory, options=..., views=..., description=...,
+        defaults={"optim.lr": ...})``; ``defaults`` is the method's recipe for other groups.
     """
 
 
 @hookspec
 def ssl_register_backbones(register: Register) -> None:
     """Offer encoders (selected by ``backbone=NAME``); the run plugin implements
-    :func:`ssl_build_backbone`. Options join the ``backbone`` group.
+    :func:`ssl_build_backbone` and may implement :func:`ssl_export_hint`. Options join the
+    ``backbone`` group.
 
     :param register: as for :func:`ssl_register_methods`; ``matches``/``catalog`` register a
-        family answering for many names (e.g. every timm model).
+        family answering for many names (e.g. every timm model); ``default="resnet18"`` makes
+        the family, with that name, the backbone of a run that names none.
     """
 
 
@@ -76,7 +86,8 @@ def ssl_register_view_generators(register: Register) -> None:
     group.
 
     :param register: as for :func:`ssl_register_methods`; ``auto_for=("cuda",)`` makes the
-        generator the choice of ``augment=auto`` on those device types.
+        generator the choice of ``augment=auto`` on those device types; ``views=2`` (or
+        ``views=lambda options: 2 + options.local_crops_number``) says how many views it makes.
     """
 
 
@@ -85,7 +96,8 @@ def ssl_register_datasets(register: Register) -> None:
     """Offer datasets (selected by ``data=NAME``); the run plugin implements
     :func:`ssl_build_dataset`. Options join the ``data`` group.
 
-    :param register: as for :func:`ssl_register_methods`.
+    :param register: as for :func:`ssl_register_methods`; ``default=True`` makes the dataset
+        the one of a run that names none.
     """
 
 
@@ -93,30 +105,29 @@ def ssl_register_datasets(register: Register) -> None:
 
 
 @hookspec(firstresult=True)
-def ssl_build_dataset(config: DictConfig) -> ImageData:
+def ssl_build_dataset() -> ImageData:
     """Load the images to train on, and a labelled held-out split when there is one.
 
     Called once, before the model is built.
 
-    :param config: the resolved run config.
     :return: an :class:`ssl_core.data.ImageData`.
     """
 
 
 @hookspec(firstresult=True)
-def ssl_sample_transform(config: DictConfig) -> Callable[[Any], dict[str, Any]]:
+def ssl_sample_transform() -> Callable[[Any], dict[str, Any]]:
     """The per-sample transform run in DataLoader workers on the CPU.
 
     Called once per run. The returned callable must be picklable; it takes one image (a
-    ``uint8`` ``HxWx3`` numpy array of any size) and returns a dict of tensors, either
-    ``{"image": uint8 [3,S,S]}`` (views made later on the device) or
-    ``{"views": [uint8 [3,S,S], ...]}`` (views made here), with ``S = data.image_size``.
-    Before each call the loader seeds torch, numpy and ``random`` from the sample's own seed
-    (a function of ``trainer.seed``, the epoch and the sample's place in it): draw randomness
-    from those RNGs (or seed private generators from them) so that views do not depend on
-    the number of workers and a resumed run sees the same views.
-
-    :param config: the resolved run config.
+    ``uint8`` ``HxWx3`` numpy array of any size) and returns a dict of tensors or lists of
+    tensors of one size per position (``{"views": [uint8 [3,S,S], uint8 [3,S,S]]}``, with
+    ``S = data.image_size``), which the default collate batches for :func:`ssl_make_views`:
+    the views made whole here, or their geometry here and the rest on the device. Before each
+    call the loader seeds torch, numpy and
+    ``random`` from the sample's own seed (a function of ``trainer.seed``, the epoch and the
+    sample's place in it): draw randomness from those RNGs (or seed private generators from
+    them) so that views do not depend on the number of workers and a resumed run sees the
+    same views.
     """
 
 
@@ -133,53 +144,84 @@ def ssl_make_views(batch: dict[str, Any]) -> list[torch.Tensor]:
 
 
 @hookspec(firstresult=True)
-def ssl_build_backbone(config: DictConfig) -> torch.nn.Module:
+def ssl_build_backbone() -> torch.nn.Module:
     """Build the online encoder: ``[B,3,S,S]`` normalized images to ``[B, D]`` features.
 
-    Called once per run. The module must expose ``num_features`` (``D``). The engine keeps a
-    reference to it: it is the encoder that is evaluated and exported.
-
-    :param config: the resolved run config.
+    Called once per run. The module must expose ``num_features`` (``D``, an int); the core
+    checks it. The engine keeps a reference to it: it is the encoder that is evaluated and
+    exported.
     """
 
 
 @hookspec(firstresult=True)
-def ssl_build_heads(config: DictConfig, backbone: torch.nn.Module) -> torch.nn.Module:
+def ssl_export_hint(path: Path) -> str:
+    """How to load an exported encoder file outside ssl_core, for the terminal.
+
+    Called by ``ssl export`` on the backbone's run plugin after writing ``path`` (the
+    encoder's ``state_dict`` as safetensors). Without an answer ssl_core says to load it into
+    the same module with ``load_state_dict``.
+
+    :param path: the file written.
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_build_heads(backbone: torch.nn.Module) -> torch.nn.Module:
     """Build the method's model around the online encoder.
 
     Called once per run, after :func:`ssl_build_backbone`. The returned module owns the
     encoder (the same object), the heads, and any target network. Parameters that must not be
-    trained (the target) have ``requires_grad=False``; the optimizer gets all the others.
+    trained (the target) have ``requires_grad=False``; the optimizer gets all the others. A
+    model with an :class:`ssl_core.EMA` attribute has its targets updated by the core.
 
-    :param config: the resolved run config.
-    :param backbone: the online encoder.
+    :param backbone: the online encoder (it has an int ``num_features``).
+    """
+
+
+@hookspec(firstresult=True)
+def ssl_param_groups(model: torch.nn.Module) -> list[ParamGroup]:
+    """The model's trainable parameters in groups with their own optimization rules.
+
+    Called once per run, after the model is on its device. Without an answer the core uses
+    :func:`ssl_core.param_groups` of the model (biases and normalization parameters without
+    weight decay or LARS adaptation, everything else by ``optim.*``).
+
+    :param model: the module returned by :func:`ssl_build_heads`.
+    :return: :class:`ssl_core.ParamGroup` objects covering every trainable parameter once.
     """
 
 
 @hookspec(firstresult=True)
 def ssl_compute_loss(
-    model: torch.nn.Module, views: list[torch.Tensor], step: int
+    model: torch.nn.Module, views: list[torch.Tensor], info: StepInfo
 ) -> dict[str, torch.Tensor]:
     """Forward the views through the model and return the loss to minimize.
 
-    Called once per training step, in training mode. ``step`` counts optimizer steps already
-    taken (0 for the first).
+    Called once per micro-batch, in training mode. ``model`` is the module returned by
+    :func:`ssl_build_heads` itself; under data-parallel training its call ``model(...)`` goes
+    through ``DistributedDataParallel``, so call it once per micro-batch and do the whole
+    forward pass in it.
 
     :param model: the module returned by :func:`ssl_build_heads`.
     :param views: normalized views from :func:`ssl_make_views`.
-    :param step: optimizer steps taken so far.
+    :param info: where the run is: ``step`` (optimizer steps taken, 0 for the first),
+        ``epoch`` (0-based), ``steps_per_epoch``, ``total_steps``.
     :return: ``{"loss": scalar tensor, ...}``; other scalar entries are logged as metrics.
     """
 
 
 @hookspec(firstresult=True)
-def ssl_update_target(model: torch.nn.Module, step: int, total_steps: int) -> dict[str, float]:
+def ssl_update_target(model: torch.nn.Module, info: StepInfo) -> dict[str, float]:
     """Update the target network, right after each optimizer step.
 
-    :param model: the module returned by :func:`ssl_build_heads`.
-    :param step: optimizer steps taken before the one just made (0 after the first step).
-    :param total_steps: optimizer steps in the whole run.
-    :return: scalars to log (e.g. ``{"tau": 0.996}``); ``{}`` for methods without a target.
+    Optional: without an answer the core updates the targets the model declares with an
+    :class:`ssl_core.EMA` attribute (or does nothing when it declares none).
+
+    :param model: the module returned by :func:`ssl_build_heads` (the same object the loss
+        hook gets).
+    :param info: as for :func:`ssl_compute_loss`; ``info.step`` is the step just made (0 after
+        the first).
+    :return: scalars to log (e.g. ``{"tau": 0.996}``).
     """
 
 
@@ -212,7 +254,8 @@ def ssl_step_end(run: RunContext, step: int, metrics: dict[str, float]) -> None:
 
     :param run: the run's context.
     :param step: optimizer steps taken so far (1 after the first step).
-    :param metrics: ``loss``, ``lr``, the target update's scalars, and the loss hook's extras.
+    :param metrics: ``loss``, ``lr`` (and ``lr/<group>``, ``wd/<group>``), the target update's
+        scalars, and the loss hook's extras.
     """
 
 

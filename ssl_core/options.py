@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 
@@ -47,6 +48,8 @@ def check_value(key: str, value: Any, field: dataclasses.Field) -> str | None:
         valid = ", ".join(str(c) for c in choices)
         return f"invalid value {key}={value!r}; valid: {valid}"
     lo, hi = meta.get("min"), meta.get("max")
+    if isinstance(value, float) and not math.isfinite(value) and (lo is not None or hi is not None):
+        return f"{key}={value} is not a number in range; give a finite value"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             if lo is not None and hi is not None:

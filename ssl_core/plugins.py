@@ -90,13 +90,17 @@ class Plugins:
     def running(self, config: Any, components: Sequence[Any]) -> Iterator[None]:
         """Register the run plugins of ``components`` (built from ``config``) for the body.
 
-        Their step hooks answer for the duration; they are unregistered on the way out.
+        Each factory gets the component's options with the run's values. Their step hooks
+        answer for the duration; they are unregistered on the way out.
         """
+        from ssl_core.config import component_options
+
         names = []
         try:
             for component in components:
                 name = f"run:{component.kind}:{component.name}"
-                self.pm.register(component.factory(config), name=name)
+                plugin = component.make(config, component_options(component, config))
+                self.pm.register(plugin, name=name)
                 names.append(name)
             yield
         finally:
@@ -195,6 +199,9 @@ def get_plugins(
     plugins = Plugins(pm=pm, registry=Registry())
     if entry_points:
         load_entry_points(plugins, blocked)
+    from ssl_core.methods import defaults
+
+    _register_guarded(plugins, defaults, "core-defaults", "ssl-core", defaults.__name__)
     for name, plugin in list(extra or []):
         if name not in blocked:
             origin = getattr(plugin, "__name__", type(plugin).__module__)

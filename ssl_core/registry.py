@@ -1,12 +1,14 @@
 """Named components that plugins offer, and the lookup that turns a config name into one.
 
 Plugins hand components to the registry through the ``ssl_register_*`` hooks. A component is a
-*factory*: called once per run with the resolved config, it returns a plugin object whose
-hookimpls (``ssl_build_backbone``, ``ssl_make_views``, ...) the engine registers for the run.
+*factory*: called once per run with the component's typed options (and, if it asks, the
+resolved config and the name it was selected by), it returns a plugin object whose hookimpls
+(``ssl_build_backbone``, ``ssl_make_views``, ...) the engine registers for the run.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -34,7 +36,14 @@ class Component:
 
     ``defaults`` (methods only) is the method's recipe for other components' options,
     ``{"optim.name": "sgd", "augment.name": "multicrop"}``: the config applies each to a run of
-    the method unless the user set that key, or the selected components have no such key.
+    the method unless the user set that key; a key the selected components do not have is
+    reported, not applied.
+
+    ``views`` is, for a method, the views per image its loss takes: ``(low, high)``, ``high``
+    ``None`` for no upper bound (``register(views=2)`` gives ``(2, 2)``); for a view generator,
+    the views it makes: an int, or a function of its options. ``None``: not declared (checked
+    at the first step instead of before the run). ``default`` makes the component the one of a
+    run that names none of its kind; for a family it is the name to use (``"resnet18"``).
     """
 
     kind: str
@@ -49,10 +58,40 @@ class Component:
     defaults: Mapping[str, Any] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False
     )
+    views: Any = None
+    default: bool | str = False
 
     @property
     def is_family(self) -> bool:
         return self.matches is not None
+
+    @property
+    def group(self) -> str:
+        """The config group holding the component's options (a method's own name)."""
+        return self.name if self.kind == "method" else KINDS[self.kind]
+
+    def views_made(self, options: Any) -> int | None:
+        """A view generator's number of views with ``options``; ``None`` when not declared."""
+        return self.views(options) if callable(self.views) else self.views
+
+    def make(self, config: Any, options: Any = None) -> object:
+        """The component's run plugin for one run: ``factory`` called with what it asks for.
+
+        :param config: the resolved run config.
+        :param options: the component's options (:func:`ssl_core.config.component_options`).
+        """
+        name = str(config[self.group].name) if self.kind != "method" else self.name
+        available = {"options": options, "config": config, "name": name}
+        parameters = inspect.signature(self.factory).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return self.factory(**available)
+        unknown = [n for n in parameters if n not in available]
+        if unknown:
+            raise TypeError(
+                f"the factory of {self.kind} '{self.name}' (plugin '{self.provider}') takes "
+                f"'{unknown[0]}'; a factory may take options, config and name"
+            )
+        return self.factory(**{n: v for n, v in available.items() if n in parameters})
 
 
 class DuplicateComponentError(UserError):
@@ -61,6 +100,28 @@ class DuplicateComponentError(UserError):
 
 class UnknownComponentError(ConfigError):
     """A config names a component that no plugin registered."""
+
+
+def _checked_views(kind: str, name: str, views: Any) -> Any:
+    """``views`` in the registry's form; a mistake in it is a bug of the plugin."""
+    if views is None:
+        return None
+    if kind == "method":
+        low, high = (views, views) if isinstance(views, int) else tuple(views)
+        if not (isinstance(low, int) and low >= 1 and (high is None or high >= low)):
+            raise ValueError(
+                f"method '{name}' declares views={views!r}; give an int or (low, high), high "
+                "None for no upper bound"
+            )
+        return (low, high)
+    if kind == "view_generator":
+        if callable(views) or (isinstance(views, int) and views >= 1):
+            return views
+        raise ValueError(
+            f"view generator '{name}' declares views={views!r}; give an int or a function of "
+            "its options"
+        )
+    raise ValueError(f"{kind} '{name}' declares views; only methods and view generators do")
 
 
 def _checked_defaults(
@@ -112,6 +173,8 @@ class Registry:
             catalog: Callable[[], Iterable[str]] | None = None,
             auto_for: Iterable[str] = (),
             defaults: Mapping[str, Any] | None = None,
+            views: Any = None,
+            default: bool | str = False,
         ) -> None:
             self.add(
                 Component(
@@ -125,6 +188,8 @@ class Registry:
                     catalog=catalog,
                     auto_for=tuple(auto_for),
                     defaults=_checked_defaults(kind, name, defaults),
+                    views=_checked_views(kind, name, views),
+                    default=default,
                 )
             )
 
@@ -146,6 +211,22 @@ class Registry:
         valid = ", ".join(self.names(kind)) or "none installed"
         raise UnknownComponentError(
             f"no {kind} is marked for 'auto' on device '{device_type}'; name one of: {valid}"
+        )
+
+    def default(self, kind: str) -> tuple[Component, str]:
+        """The component of ``kind`` marked ``default`` (the first one), with the name to use.
+
+        :raises UnknownComponentError: when no installed component of ``kind`` is marked.
+        """
+        for component in self.components[kind].values():
+            if component.default:
+                name = component.default if isinstance(component.default, str) else component.name
+                return component, name
+        group = KINDS[kind]
+        valid = ", ".join(self.names(kind)) or "none installed"
+        raise UnknownComponentError(
+            f"no {kind.replace('_', ' ')} given and none is installed as the default; "
+            f"choose one with {group}=NAME (valid: {valid})"
         )
 
     def get(self, kind: str, name: str) -> Component:

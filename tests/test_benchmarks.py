@@ -35,7 +35,7 @@ def test_hand_written_loop_takes_the_engines_first_step(bench) -> None:
         model = trainer.run.model
         before = [p.detach().clone() for p in model.online_encoder.parameters()]
         engine_loss, _ = trainer.train_step(batch)
-        loop = bench.step.hand_loop(setting, lr=trainer.lr)
+        loop = bench.step.hand_loop(setting, lr=trainer.schedule["lr"])
         loop_loss = loop.step(batch["views"])
         assert engine_loss == pytest.approx(loop_loss, rel=1e-5)
         pairs = [

@@ -23,7 +23,7 @@ def test_bare_group_value_is_its_name():
 def test_defaults_and_selected_options_are_present(plugins):
     cfg, selection = build(plugins, "method=byol", "trainer.device=cpu")
     assert cfg.method.name == "byol"
-    assert cfg.byol.tau_base == pytest.approx(0.996)
+    assert cfg.byol.tau_base == pytest.approx(0.99)  # the paper's value for 100-300 epochs
     assert cfg.backbone.small_input is False
     assert cfg.augment.name == "albumentations"  # auto on CPU
     assert selection.view_generator.name == "albumentations"
@@ -38,13 +38,13 @@ def test_overrides_are_typed(plugins):
         "method=byol",
         "backbone=resnet50",
         "backbone.small_input=true",
-        "byol.tau_base=0.99",
+        "byol.tau_base=0.996",
         "trainer.batch_size=64",
         "augment=kornia",
     )
     assert cfg.backbone.name == "resnet50"
     assert cfg.backbone.small_input is True
-    assert cfg.byol.tau_base == 0.99
+    assert cfg.byol.tau_base == 0.996
     assert cfg.trainer.batch_size == 64
     assert cfg.augment.name == "kornia"
 

@@ -1,4 +1,5 @@
-"""The core knows no method by name: method names appear in ``ssl_core/`` only as documentation.
+"""The core knows no method, backbone or view generator by name: their names appear in
+``ssl_core/`` only as documentation, and ``ssl_core/`` never imports timm.
 
 Documentation is comments, docstrings and prose strings (help texts, examples: strings with
 whitespace). Everything else (identifiers, imports, attribute names, and strings without
@@ -20,9 +21,20 @@ CORE = Path(__file__).resolve().parents[1] / "ssl_core"
 KNOWN_METHODS = ("byol", "simsiam", "moco", "simclr", "dino", "barlow", "swav", "vicreg")
 
 
+#: Well-known backbone families and view generators, checked even when none is installed.
+KNOWN_COMPONENTS = ("timm", "resnet", "vit_", "convnext", "kornia", "albumentations", "multicrop")
+
+
 def method_names() -> list[str]:
     registered = get_plugins().registry.names("method")
     return sorted({name.lower() for name in (*registered, *KNOWN_METHODS)})
+
+
+def component_names() -> list[str]:
+    """Backbone and view-generator names: registered ones and well-known ones."""
+    registry = get_plugins().registry
+    registered = [*registry.names("backbone"), *registry.names("view_generator")]
+    return sorted({name.lower() for name in (*registered, *KNOWN_COMPONENTS)})
 
 
 def docstring_nodes(tree: ast.AST) -> set[int]:
@@ -83,7 +95,32 @@ def pick(method):
     assert flagged == {"ssl_byol", "dino", "SimSiamHead"}
 
 
-@pytest.mark.parametrize("path", sorted(CORE.rglob("*.py")), ids=lambda p: p.name)
+CORE_FILES = sorted(CORE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(CORE)))
+def test_core_module_names_no_backbone_or_view_generator_outside_documentation(path):
+    names = component_names()
+    hits = [
+        f"{path.name}:{line}: {word}"
+        for line, word in code_words(path.read_text())
+        if any(name in word.lower() for name in names)
+    ]
+    assert not hits, "backbone or view generator names in core code:\n" + "\n".join(hits)
+
+
+def test_core_never_imports_timm():
+    for path in CORE_FILES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            assert not any(m.split(".")[0] == "timm" for m in modules), f"{path}: imports timm"
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: str(p.relative_to(CORE)))
 def test_core_module_names_no_method_outside_documentation(path):
     names = method_names()
     hits = [

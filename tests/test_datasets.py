@@ -15,6 +15,7 @@ from PIL import Image
 from ssl_datasets import folder, images, plugin, split
 
 from ssl_core import UserError
+from ssl_core.config import component_options
 from ssl_core.registry import Registry
 
 IMAGE_SIZE = 16
@@ -32,7 +33,7 @@ def build(name: str, seed: int = 0, **data: object):
     component = registry.get("dataset", name)
     defaults = OmegaConf.structured(component.options)
     config = make_config(name, seed, **{**OmegaConf.to_container(defaults), **data})
-    return component.factory(config).ssl_build_dataset(config=config)
+    return component.make(config, component_options(component, config)).ssl_build_dataset()
 
 
 # --- registration ----------------------------------------------------------------------------

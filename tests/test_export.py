@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 
+from ssl_core import load_encoder
 from ssl_core.cli import main
-from ssl_core.evaluation.export import load_encoder
 from ssl_core.evaluation.sources import load_source
 from ssl_core.plugins import get_plugins
 
@@ -71,7 +71,7 @@ def test_small_input_encoder_export_says_how_to_load_it(tmp_path, capsys):
             "resnet18", pretrained=True, pretrained_cfg_overlay=dict(file=str(out)), num_classes=0
         )
     inside = load_source(str(run_dir), get_plugins(), "unused").encoder
-    loaded = load_encoder(out, "resnet18", small_input=True)
+    loaded = load_encoder(out, backbone="resnet18", overrides={"backbone.small_input": True})
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(_features(loaded, x), _features(inside, x))
 

@@ -20,9 +20,9 @@ class NanLoss:
         self.steps = steps
 
     @hookimpl(wrapper=True)
-    def ssl_compute_loss(self, step):
+    def ssl_compute_loss(self, info):
         out = yield
-        if step + 1 in self.steps:
+        if info.step + 1 in self.steps:
             out = {**out, "loss": out["loss"] * float("nan")}
         return out
 

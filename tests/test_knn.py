@@ -92,9 +92,7 @@ def test_chunked_queries_give_the_same_accuracy(monkeypatch: pytest.MonkeyPatch)
 
 def test_knn_eval_scores_a_random_encoder_on_synthetic_data() -> None:
     config = OmegaConf.create({"data": {"image_size": 16}, "trainer": {"seed": 0}})
-    data = SyntheticDataset(num_samples=48, num_classes=3, val_fraction=0.25).ssl_build_dataset(
-        config=config
-    )
+    data = SyntheticDataset(48, 3, 0.25, config=config).ssl_build_dataset()
     torch.manual_seed(0)
     encoder = torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()

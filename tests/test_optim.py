@@ -1,4 +1,5 @@
-"""The optimizer of a run: LARS arithmetic, parameter groups, LR scaling and schedule."""
+"""The optimizer of a run: LARS arithmetic, parameter groups, LR scaling and schedules,
+frozen groups and gradient clipping."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from ssl_core import ParamGroup, param_groups
 from ssl_core.errors import ConfigError
+from ssl_core.training.lars import LARS
 from ssl_core.training.optim import (
-    LARS,
     OptimOptions,
+    apply_schedule,
     build_optimizer,
+    clip_gradients,
+    cosine_between,
+    drop_frozen_gradients,
     lr_at,
-    param_groups,
-    set_lr,
+    warmup_steps,
 )
 
 
@@ -85,7 +90,7 @@ def test_lars_writes_the_adapted_gradient_into_grad():
 
 @pytest.mark.parametrize("kernel", [{"fused": True}, {"foreach": True}])
 def test_lars_fused_and_foreach_momentum_kernels_agree(monkeypatch, kernel):
-    import ssl_core.training.optim as optim
+    import ssl_core.training.lars as optim
 
     monkeypatch.setattr(optim, "_sgd_kernel", lambda device: kernel)
     torch.manual_seed(0)
@@ -112,18 +117,32 @@ def test_param_groups_exclude_biases_and_norms_and_skip_frozen():
 
     regular, excluded = param_groups(model)
 
-    assert [id(p) for p in regular["params"]] == [id(linear.weight)]
-    assert {id(p) for p in excluded["params"]} == {id(linear.bias), id(norm.weight), id(norm.bias)}
-    assert excluded["weight_decay"] == 0.0
-    assert excluded["lars_exclude"] is True
-    assert "lars_exclude" not in regular
+    assert regular.name == "default" and excluded.name == "default.no_decay"
+    assert [id(p) for p in regular.params] == [id(linear.weight)]
+    assert {id(p) for p in excluded.params} == {id(linear.bias), id(norm.weight), id(norm.bias)}
+    assert (excluded.weight_decay, excluded.exclude_from_lars) == (0.0, True)
+    assert (regular.weight_decay, regular.exclude_from_lars) == (None, False)
+
+
+def test_param_groups_rules_give_a_submodule_its_own_groups():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    groups = param_groups(model, {"1": {"fixed_lr": True}}, no_decay={"lr_scale": 0.5})
+    by_name = {g.name: g for g in groups}
+    assert list(by_name) == ["default", "default.no_decay", "1", "1.no_decay"]
+    assert [id(p) for p in by_name["1"].params] == [id(model[1].weight)]
+    assert by_name["1"].fixed_lr and by_name["1.no_decay"].fixed_lr
+    assert not by_name["default"].fixed_lr
+    assert by_name["default.no_decay"].lr_scale == by_name["1.no_decay"].lr_scale == 0.5
+    assert by_name["default"].lr_scale == 1.0
+    with pytest.raises(ValueError, match="no submodule 'head'"):
+        param_groups(model, {"head": {}})
 
 
 @pytest.mark.parametrize("name", ["lars", "sgd", "adamw"])
 def test_optimizers_build_scale_lr_and_step(name):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
-    opt = build_optimizer(model, _options(name=name, lr=0.2), batch_size=512)
+    opt = build_optimizer(param_groups(model), _options(name=name, lr=0.2), batch_size=512)
 
     assert [g["base_lr"] for g in opt.param_groups] == pytest.approx([0.4, 0.4])  # 0.2·512/256
     assert opt.param_groups[1]["weight_decay"] == 0.0
@@ -136,7 +155,9 @@ def test_optimizers_build_scale_lr_and_step(name):
 def test_build_optimizer_uses_options():
     model = torch.nn.Linear(4, 3)
     opt = build_optimizer(
-        model, _options(weight_decay=0.01, momentum=0.8, trust_coefficient=0.02), batch_size=128
+        param_groups(model),
+        _options(weight_decay=0.01, momentum=0.8, trust_coefficient=0.02),
+        batch_size=128,
     )
     group = opt.param_groups[0]
     assert isinstance(opt, LARS)
@@ -150,7 +171,7 @@ def test_build_optimizer_uses_options():
 
 def test_momentum_of_one_is_refused():
     with pytest.raises(ConfigError, match="optim.momentum"):
-        build_optimizer(torch.nn.Linear(2, 2), _options(momentum=1.0), batch_size=256)
+        build_optimizer(param_groups(torch.nn.Linear(2, 2)), _options(momentum=1.0), 256)
 
 
 def test_lr_at_warmup_then_cosine():
@@ -165,18 +186,74 @@ def test_lr_at_warmup_then_cosine():
     assert lr_at(110, 110, 10, 1.0) == 0.0
 
 
-def test_lr_at_without_warmup_and_with_warmup_past_the_end():
+def test_lr_at_without_warmup():
     assert lr_at(0, 100, 0, 2.0) == pytest.approx(2.0)
     assert lr_at(50, 100, 0, 2.0) == pytest.approx(1.0)
-    # warm-up of 20 steps in a 10-step run: the ramp is not compressed and never decays
-    assert [lr_at(k, 10, 20, 2.0) for k in (0, 9)] == pytest.approx([0.1, 1.0])
-    assert lr_at(20, 10, 20, 2.0) == 0.0
 
 
-def test_set_lr_scales_every_group_from_its_base_lr():
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
-    opt = build_optimizer(model, _options(name="sgd", lr=0.1), batch_size=256)
-    opt.param_groups[1]["base_lr"] = 0.2
-    lr = set_lr(opt, step=0, total_steps=100, warmup_steps=10)
-    assert lr == pytest.approx(0.01)
-    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.02])
+def test_warmup_is_at_most_a_fifth_of_the_run(capsys):
+    # 10 warm-up epochs of 4 steps in a 5-epoch run (20 steps) would never reach the rate:
+    # the warm-up is cut to a fifth, 4 steps, and a note says so.
+    assert warmup_steps(10, steps_per_epoch=4, total_steps=20) == 4
+    assert "warming up over 4" in capsys.readouterr().err
+    assert warmup_steps(1, steps_per_epoch=4, total_steps=20) == 4  # exactly the share
+    assert warmup_steps(10, steps_per_epoch=100, total_steps=100 * 100) == 1000  # BYOL's 10 %
+    assert capsys.readouterr().err == ""
+
+
+def _groups_model():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    groups = param_groups(model, {"1": {"fixed_lr": True, "lr_scale": 2.0}})
+    return model, groups
+
+
+def test_schedule_sets_each_group_from_its_base_lr_and_logs_it():
+    model, groups = _groups_model()
+    opt = build_optimizer(groups, _options(name="sgd", lr=0.1), batch_size=256)
+    metrics = apply_schedule(opt, step=0, total_steps=100, warmup=10)
+    # default groups warm up from 0.1: 0.1·1/10; group "1" (×2, fixed) stays at 0.2
+    assert metrics["lr"] == pytest.approx(0.01)
+    assert metrics["lr/default"] == metrics["lr/default.no_decay"] == pytest.approx(0.01)
+    assert metrics["lr/1"] == metrics["lr/1.no_decay"] == pytest.approx(0.2)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.01, 0.2, 0.2])
+    metrics = apply_schedule(opt, step=55, total_steps=100, warmup=10)
+    assert metrics["lr/default"] == pytest.approx(0.05)  # half-way down the cosine
+    assert metrics["lr/1"] == pytest.approx(0.2)
+
+
+def test_weight_decay_follows_a_cosine_to_its_end_value_on_decayed_groups():
+    model, groups = _groups_model()
+    opt = build_optimizer(groups, _options(weight_decay=0.04, weight_decay_end=0.4), 256)
+    # DINO's cosine_scheduler: 0.4 + (0.04 - 0.4)·(1 + cos(πk/K))/2
+    for step, expected in ((0, 0.04), (50, 0.22), (100, 0.4)):
+        metrics = apply_schedule(opt, step=step, total_steps=100, warmup=0)
+        assert metrics["wd/default"] == pytest.approx(expected)
+        assert metrics["wd/1"] == pytest.approx(expected)
+        assert metrics["wd/default.no_decay"] == 0.0  # biases never decay
+    assert cosine_between(0.04, 0.4, 25, 100) == pytest.approx(
+        0.4 + (0.04 - 0.4) * (1 + math.cos(math.pi / 4)) / 2
+    )
+
+
+def test_frozen_groups_lose_their_gradients_until_their_epoch():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    groups = param_groups(model, {"1": {"frozen_epochs": 1}})
+    opt = build_optimizer(groups, _options(name="sgd"), 256)
+    for epoch, frozen in ((0, True), (1, False)):
+        model(torch.ones(1, 2)).sum().backward()
+        drop_frozen_gradients(opt, epoch)
+        assert (model[1].weight.grad is None) is frozen
+        assert model[0].weight.grad is not None
+        opt.zero_grad()
+
+
+def test_clipping_per_parameter_and_global():
+    a = _param([3.0, 4.0], [6.0, 8.0])  # gradient norm 10
+    b = _param([1.0], [1.0])  # gradient norm 1
+    opt = build_optimizer([ParamGroup("all", [a, b])], _options(name="sgd"), 256)
+    clip_gradients(opt, 3.0, per_param=True)  # DINO: each to norm 3 at most
+    assert a.grad.norm().item() == pytest.approx(3.0, rel=1e-5)
+    assert torch.equal(b.grad, torch.tensor([1.0]))
+    a.grad, b.grad = torch.tensor([6.0, 8.0]), torch.tensor([0.0])
+    clip_gradients(opt, 5.0, per_param=False)  # global norm 10 -> 5: every gradient halves
+    assert a.grad.tolist() == pytest.approx([3.0, 4.0])

@@ -7,7 +7,6 @@ Registered with ``get_plugins(extra=[("toy", toy_plugins)])``.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -17,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ssl_core import hookimpl
-from ssl_core.methods.targets import cosine_tau, ema_update_
+from ssl_core import EMA, hookimpl, momentum_copy
 
 
 class TinyGN(nn.Sequential):
@@ -41,9 +39,8 @@ class ToyModel(nn.Module):
         super().__init__()
         self.online_encoder = backbone
         self.predictor = nn.Linear(8, 8)
-        self.target_encoder = copy.deepcopy(backbone)
-        for p in self.target_encoder.parameters():
-            p.requires_grad_(False)
+        self.target_encoder = momentum_copy(backbone)
+        self.ema = EMA({"target_encoder": "online_encoder"}, tau_base=0.9)
 
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         p = [self.predictor(self.online_encoder(v)) for v in views]
@@ -55,23 +52,17 @@ class ToyModel(nn.Module):
 
 class ToyMethod:
     @hookimpl
-    def ssl_build_heads(self, config: Any, backbone: nn.Module) -> nn.Module:
+    def ssl_build_heads(self, backbone: nn.Module) -> nn.Module:
         return ToyModel(backbone)
 
     @hookimpl
-    def ssl_compute_loss(self, model: Any, views: list[torch.Tensor], step: int) -> dict:
+    def ssl_compute_loss(self, model: Any, views: list[torch.Tensor]) -> dict:
         return {"loss": model(views)}
-
-    @hookimpl
-    def ssl_update_target(self, model: ToyModel, step: int, total_steps: int) -> dict:
-        tau = cosine_tau(step, total_steps, 0.9)
-        ema_update_(model.target_encoder.parameters(), model.online_encoder.parameters(), tau)
-        return {"tau": tau}
 
 
 class ToyBackbone:
     @hookimpl
-    def ssl_build_backbone(self, config: Any) -> nn.Module:
+    def ssl_build_backbone(self) -> nn.Module:
         return TinyGN()
 
 
@@ -82,7 +73,7 @@ class ToyViews:
         self.size = int(config.data.image_size)
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> Any:
+    def ssl_sample_transform(self) -> Any:
         return ToyTransform(self.size)
 
     @hookimpl
@@ -103,17 +94,17 @@ class ToyTransform:
 
 @hookimpl
 def ssl_register_methods(register: Any) -> None:
-    register("toy", lambda config: ToyMethod(), description="test method")
+    register("toy", lambda: ToyMethod(), views=2, description="test method")
 
 
 @hookimpl
 def ssl_register_backbones(register: Any) -> None:
-    register("tinygn", lambda config: ToyBackbone(), description="test backbone")
+    register("tinygn", lambda: ToyBackbone(), description="test backbone")
 
 
 @hookimpl
 def ssl_register_view_generators(register: Any) -> None:
-    register("toyviews", ToyViews, description="test views")
+    register("toyviews", ToyViews, views=2, description="test views")
 
 
 class Recorder:
@@ -133,17 +124,17 @@ class Recorder:
         return distributed.rank()
 
     @hookimpl(wrapper=True)
-    def ssl_compute_loss(self, step: int) -> Any:
+    def ssl_compute_loss(self, info: Any) -> Any:
         out = yield
         with open(self.folder / f"rank{self._rank()}-loss.jsonl", "a") as f:
-            f.write(json.dumps([step, float(out["loss"].detach())]) + "\n")
+            f.write(json.dumps([info.step, float(out["loss"].detach())]) + "\n")
         return out
 
     @hookimpl(wrapper=True)
-    def ssl_update_target(self, model: nn.Module, step: int, total_steps: int) -> Any:
-        out = yield
-        self.updates.append((step, out.get("tau", float("nan"))))
-        if step + 1 == total_steps:
+    def ssl_update_target(self, model: nn.Module, info: Any) -> Any:
+        out = yield  # the core's update of the declared targets has run
+        self.updates.append((info.step, out.get("tau", float("nan"))))
+        if info.step + 1 == info.total_steps:
             params = {k: v.detach().clone() for k, v in model.named_parameters()}
             torch.save(params, self.folder / f"rank{self._rank()}-final.pt")
             torch.save(self.updates, self.folder / f"rank{self._rank()}-updates.pt")

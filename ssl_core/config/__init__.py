@@ -7,6 +7,8 @@ from ssl_core.config.groups import PRECISIONS, SELECTOR_GROUPS, core_groups
 from ssl_core.config.resolve import (
     Selection,
     build_config,
+    check_views,
+    component_options,
     flatten,
     parse_overrides,
     resolve_device,
@@ -18,6 +20,8 @@ __all__ = [
     "SELECTOR_GROUPS",
     "Selection",
     "build_config",
+    "check_views",
+    "component_options",
     "core_groups",
     "flatten",
     "parse_overrides",

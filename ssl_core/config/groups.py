@@ -18,7 +18,9 @@ class MethodGroup:
 
 @dataclass
 class BackboneGroup:
-    name: str = option("resnet18", "encoder name (any registered backbone)")
+    name: str | None = option(
+        None, "encoder name (any registered backbone; default: the installed default backbone)"
+    )
 
 
 @dataclass
@@ -28,7 +30,7 @@ class AugmentGroup:
 
 @dataclass
 class DataGroup:
-    name: str = option("digits", "dataset")
+    name: str | None = option(None, "dataset (default: the installed default dataset)")
     image_size: int = option(32, "view size in pixels (square)", min=8)
 
 
@@ -134,7 +136,21 @@ class OptimOptions:
     )
     momentum: float = option(0.9, "momentum of lars and sgd, beta1 of adamw; < 1", min=0.0, max=1.0)
     trust_coefficient: float = option(1e-3, "LARS trust coefficient eta in eta*|w|/|g|", min=0.0)
-    warmup_epochs: float = option(10.0, "epochs of linear warm-up before the cosine decay", min=0.0)
+    warmup_epochs: float = option(
+        10.0,
+        "epochs of linear warm-up before the cosine decay; at most a fifth of the run's steps",
+        min=0.0,
+    )
+    weight_decay_end: float | None = option(
+        None,
+        "weight decay at the last step, reached along a cosine from weight_decay (DINO); "
+        "null: constant",
+        min=0.0,
+    )
+    clip_grad: float = option(0.0, "clip gradient norms to this value (0: no clipping)", min=0.0)
+    clip_grad_per_param: bool = option(
+        False, "clip each parameter's gradient norm on its own (DINO) instead of the global norm"
+    )
 
 
 def core_groups() -> dict[str, type]:

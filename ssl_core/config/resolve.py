@@ -11,13 +11,14 @@ are applied and checked. Every mistake is a :class:`~ssl_core.errors.ConfigError
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssl_core.config.groups import ROOT_KEYS, SELECTOR_GROUPS, TrainerOptions, core_groups
@@ -46,7 +47,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _parse_value(key: str, value: str) -> Any:
+def parse_value(key: str, value: str) -> Any:
     """The override's value with YAML typing (``true``, ``0.5``, ``null``), as OmegaConf does."""
     try:
         return OmegaConf.select(OmegaConf.from_dotlist([f"{key}={value}"]), key)
@@ -83,7 +84,8 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def _select(registry: Registry, wanted: dict[str, Any]) -> Selection:
+def _select(registry: Registry, wanted: dict[str, Any]) -> tuple[Selection, dict[str, str]]:
+    """The components ``wanted`` names, and the names of the defaults taken for the others."""
     methods = registry.names("method")
     method_name = wanted.get("method.name")
     if method_name is None:
@@ -106,12 +108,19 @@ def _select(registry: Registry, wanted: dict[str, Any]) -> Selection:
         view_generator = registry.auto("view_generator", device)
     else:
         view_generator = registry.get("view_generator", str(augment))
+    chosen: dict[str, str] = {}
+    for kind, key in (("backbone", "backbone.name"), ("dataset", "data.name")):
+        if wanted.get(key) is None:
+            component, chosen[key] = registry.default(kind)
+        else:
+            component = registry.get(kind, str(wanted[key]))
+        chosen[kind] = component
     return Selection(
         method=method,
-        backbone=registry.get("backbone", str(wanted.get("backbone.name", "resnet18"))),
+        backbone=chosen["backbone"],
         view_generator=view_generator,
-        dataset=registry.get("dataset", str(wanted.get("data.name", "digits"))),
-    )
+        dataset=chosen["dataset"],
+    ), {k: v for k, v in chosen.items() if "." in k}
 
 
 # --- schema ---------------------------------------------------------------------------------
@@ -181,7 +190,7 @@ def _apply(cfg: DictConfig, schema: dict[str, type], key: str, raw: str) -> None
         where = f" (did you mean '{hint[0]}'?)" if hint else ""
         groups = ", ".join(sorted({k.split(".")[0] for k in valid_keys}))
         raise ConfigError(f"unknown config key '{key}'{where}; groups: {groups}")
-    value = _parse_value(key, raw)
+    value = parse_value(key, raw)
     try:
         OmegaConf.update(cfg, key, value, merge=False)
     except OmegaConfBaseException:
@@ -213,15 +222,31 @@ def _run_dir_of(checkpoint: str) -> Path:
     return path.parent
 
 
-def _apply_method_defaults(cfg: DictConfig, method: Component, given: set[str]) -> None:
+def _apply_method_defaults(
+    cfg: DictConfig, selection: Selection, given: set[str], report: bool
+) -> None:
     """Set the method's recipe (``register(..., defaults=...)``) on keys the user left alone.
 
-    A key the selected components do not have is skipped: the user chose a component the
-    recipe does not speak of.
+    A key the selected components do not have cannot be honoured: it is said on stderr (when
+    ``report``), naming the component that lacks it, and the component's own default applies.
     """
+    method = selection.method
     present = set(_flat_keys(cfg))
+    kind_of_group = {group: kind for group, kind in SELECTOR_GROUPS.items()}
     for key, value in method.defaults.items():
-        if key in given or key not in present:
+        if key in given:
+            continue
+        if key not in present:
+            group = key.split(".")[0]
+            kind = kind_of_group.get(group)
+            if report and kind is not None and key != f"{group}.name":
+                component = getattr(selection, kind)
+                print(
+                    f"note: method={method.name} recommends {key}={value}, which "
+                    f"{kind.replace('_', ' ')} '{component.name}' has no option for; "
+                    "its own behaviour applies",
+                    file=sys.stderr,
+                )
             continue
         try:
             OmegaConf.update(cfg, key, value, merge=False)
@@ -232,29 +257,73 @@ def _apply_method_defaults(cfg: DictConfig, method: Component, given: set[str]) 
             ) from None
 
 
-def build_config(args: list[str], registry: Registry) -> tuple[DictConfig, Selection]:
+def component_options(component: Component, config: DictConfig) -> Any:
+    """An instance of ``component``'s options dataclass holding the run's values (or None).
+
+    The dataclass's own checks (``__post_init__``, e.g. a minimum above a maximum) run here.
+    """
+    if component.options is None:
+        return None
+    node = config[component.group]
+    values = {}
+    for f in dataclasses.fields(component.options):
+        if f.name in node:
+            value = node[f.name]
+            if isinstance(value, (DictConfig, ListConfig)):
+                value = OmegaConf.to_container(value, resolve=True)
+            values[f.name] = value
+    return component.options(**values)
+
+
+def check_views(selection: Selection, generator_options: Any) -> None:
+    """The method takes as many views as the view generator makes, when both declare it.
+
+    :raises ConfigError: naming both, the counts, and view generators that would fit.
+    """
+    method, generator = selection.method, selection.view_generator
+    if method.views is None:
+        return
+    made = generator.views_made(generator_options)
+    low, high = method.views
+    if made is None or (made >= low and (high is None or made <= high)):
+        return
+    takes = f"{low}" if low == high else f"{low} or more" if high is None else f"{low} to {high}"
+    raise ConfigError(
+        f"method={method.name} takes {takes} views per image but augment={generator.name} makes "
+        f"{made}; choose a view generator that makes {takes} (augment=NAME)"
+    )
+
+
+def build_config(
+    args: list[str], registry: Registry, *, report: bool = True
+) -> tuple[DictConfig, Selection]:
     """Resolve ``key=value`` arguments against the installed components.
 
+    :param report: say on stderr which of the method's recommended settings the selected
+        components cannot honour.
     :return: the read-only resolved config and the selected components.
-    :raises ConfigError: on an unknown key or component, a bad type or an out-of-range value.
+    :raises ConfigError: on an unknown key or component, a bad type or an out-of-range value,
+        or a view generator making a number of views the method cannot take.
     """
     pairs = parse_overrides(args)
-    wanted = {key: _parse_value(key, raw) for key, raw in pairs}
-    selection = _select(registry, wanted)
+    wanted = {key: parse_value(key, raw) for key, raw in pairs}
+    selection, chosen = _select(registry, wanted)
     schema = _schema(selection)
     root: dict[str, Any] = {name: OmegaConf.structured(dc) for name, dc in schema.items()}
     root["output_dir"] = None
     cfg = OmegaConf.create(root)
     OmegaConf.set_struct(cfg, True)
-    _apply_method_defaults(cfg, selection.method, {key for key, _ in pairs})
+    _apply_method_defaults(cfg, selection, {key for key, _ in pairs}, report)
     for key, raw in pairs:
         _apply(cfg, schema, key, raw)
     _check_ranges(cfg, schema)
     # The resolved config names what was chosen, so a logged run says what actually ran.
     cfg.method.name = selection.method.name
     cfg.augment.name = selection.view_generator.name
-    if selection.backbone.is_family:
-        pass  # the family answers for the name the user gave, which stays in backbone.name
+    for key, name in chosen.items():
+        OmegaConf.update(cfg, key, name, merge=False)
+    options = {kind: component_options(c, cfg) for kind, c in selection.items()}
+    check_views(selection, options["view_generator"])
     if cfg.tracking.run_name is None:
         cfg.tracking.run_name = _default_run_name(cfg)
     if cfg.output_dir is None and cfg.resume.path is not None:

@@ -68,7 +68,7 @@ def eval_config(
         f"data={source_config.data.name}",
         f"tracking.run_name={run_name}",
     ]
-    cfg, selection = build_config(selectors + list(overrides), registry)
+    cfg, selection = build_config(selectors + list(overrides), registry, report=False)
     same_data = str(cfg.data.name) == str(source_config.data.name)
     method_group = str(source_config.method.name)
     OmegaConf.set_readonly(cfg, False)
@@ -120,7 +120,7 @@ def evaluate(protocol: str, args: Sequence[str], plugins: Plugins) -> dict[str, 
     device = torch.device(resolve_device(cfg.trainer.device))
     with plugins.running(cfg, [selection.dataset]):
         plugins.hook.ssl_validate_config(config=cfg)
-        data = plugins.hook.ssl_build_dataset(config=cfg)
+        data = plugins.hook.ssl_build_dataset()
     if data is None or not data.labelled:
         raise UserError(
             f"ssl eval needs labelled data with a held-out split; data={cfg.data.name} has none"

@@ -1,16 +1,10 @@
-"""``ssl export``: the online encoder of a run as a safetensors file that timm loads.
+"""``ssl export``: the online encoder of a run as a safetensors file.
 
-The file is the encoder's own ``state_dict`` (timm's parameter names, no classifier), written
-exactly as every run writes ``encoder.safetensors`` and logs it as the MLflow artifact
-``encoder/encoder.safetensors``. For a timm backbone::
-
-    timm.create_model("resnet18", pretrained=True, num_classes=0,
-                      pretrained_cfg_overlay=dict(file="encoder.safetensors"))
-
-gives the same features as the encoder inside ssl_core. An encoder trained with
-``backbone.small_input=true`` has a different ResNet stem (3x3 stride-1 ``conv1``, no
-max-pool) that a plain ``timm.create_model`` does not have; :func:`load_encoder` builds that
-stem before loading, and ``ssl export`` says so.
+The file is the encoder's own ``state_dict`` (for a timm backbone, timm's parameter names and
+no classifier), written exactly as every run writes ``encoder.safetensors`` and logs it as the
+MLflow artifact ``encoder/encoder.safetensors``. How to load it outside ssl_core is the
+backbone plugin's to say (``ssl_export_hint``); inside, :func:`ssl_core.load_encoder` rebuilds
+the run's backbone and loads it.
 """
 
 from __future__ import annotations
@@ -22,52 +16,10 @@ from typing import TYPE_CHECKING, Any
 from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
-
     from ssl_core.plugins import Plugins
 
 OUT_KEY = "out"
 DEFAULT_OUT = "encoder.safetensors"
-
-
-def load_encoder(path: str | Path, backbone: str, *, small_input: bool = False) -> torch.nn.Module:
-    """The timm model ``backbone`` (no classifier) with the exported weights at ``path``.
-
-    :param small_input: the encoder was trained with ``backbone.small_input=true``: give the
-        ResNet the small-input stem before loading.
-    """
-    import timm
-    import torch
-    from safetensors.torch import load_file
-
-    if not small_input:
-        return timm.create_model(
-            backbone, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, num_classes=0
-        )
-    model = timm.create_model(backbone, pretrained=False, num_classes=0)
-    conv1 = model.conv1
-    model.conv1 = torch.nn.Conv2d(
-        conv1.in_channels, conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-    )
-    model.maxpool = torch.nn.Identity()
-    model.load_state_dict(load_file(str(path)))
-    return model
-
-
-def usage(out: Path, backbone: str, small_input: bool) -> str:
-    """How to load the exported file, for the terminal."""
-    if small_input:
-        return (
-            f"note: this encoder has the small-input ResNet stem (backbone.small_input=true: "
-            f"3x3 stride-1 conv1, no max-pool), which timm.create_model('{backbone}') lacks, so "
-            f"timm alone cannot load conv1; load it with\n"
-            f"  ssl_core.export.load_encoder('{out}', '{backbone}', small_input=True)"
-        )
-    return (
-        "load it with\n"
-        f"  timm.create_model('{backbone}', pretrained=True, num_classes=0, "
-        f"pretrained_cfg_overlay=dict(file='{out}'))"
-    )
 
 
 def export(args: Sequence[str], plugins: Plugins) -> dict[str, Any]:
@@ -93,26 +45,23 @@ def export(args: Sequence[str], plugins: Plugins) -> dict[str, Any]:
         out = out / DEFAULT_OUT
     save_weights(out, source.encoder)
     backbone = str(source.config.backbone.name)
-    small_input = bool(source.config.backbone.get("small_input", False))
     component = plugins.registry.get("backbone", backbone)
-    params = sum(p.numel() for p in source.encoder.parameters())
+    with plugins.running(source.config, [component]):
+        hint = plugins.hook.ssl_export_hint(path=out)
     return {
         "out": str(out),
         "source": source.spec,
         "backbone": backbone,
-        "small_input": small_input,
-        "timm": component.name == "timm",
-        "parameters": params,
+        "hint": hint or "the backbone's own state_dict (load_state_dict into the same module)",
+        "parameters": sum(p.numel() for p in source.encoder.parameters()),
         "tensors": len(source.encoder.state_dict()),
     }
 
 
 def describe(result: dict[str, Any]) -> str:
     """What was written and how to load it."""
-    head = (
+    return (
         f"wrote {result['out']}: {result['backbone']} encoder of {result['source']}, "
-        f"{result['tensors']} tensors, {result['parameters'] / 1e6:.2f} M parameters"
+        f"{result['tensors']} tensors, {result['parameters'] / 1e6:.2f} M parameters; "
+        f"{result['hint']}"
     )
-    if not result["timm"]:
-        return f"{head}; the backbone's own state_dict (load_state_dict into the same module)"
-    return f"{head}; {usage(Path(result['out']), result['backbone'], result['small_input'])}"

@@ -114,6 +114,57 @@ def knn_eval(
     )
 
 
+def knn_eval_sharded(
+    encoder: torch.nn.Module,
+    data: ImageData,
+    *,
+    image_size: int,
+    device: torch.device | str,
+    k: int,
+    temperature: float,
+) -> float:
+    """:func:`knn_eval` of a run spread over processes; the same value on every process.
+
+    Under several processes each extracts the features of every ``world``-th image (a shard),
+    rank 0 gathers them, votes, and tells the others the result. In one process it is
+    :func:`knn_eval`.
+    """
+    from ssl_core.training import distributed
+
+    options = {"image_size": image_size, "device": device}
+    world = distributed.world_size()
+    if world == 1:
+        return knn_eval(encoder, data, k=k, temperature=temperature, **options)
+    import torch
+
+    from ssl_core.data.features import Shard, extract_features
+
+    if data.val is None:
+        raise ValueError("knn_eval needs labelled data with a validation split")
+    rank = distributed.rank()
+    shards = [
+        extract_features(encoder, Shard(items, rank, world), **options)
+        for items in (data.train, data.val)
+    ]
+    gathered = distributed.gather_objects(shards)
+    result = None
+    if gathered is not None:
+        (bank, bank_labels), (queries, labels) = (
+            tuple(torch.cat([part[split][i] for part in gathered]) for i in (0, 1))
+            for split in (0, 1)
+        )
+        result = knn_top1(
+            bank,
+            bank_labels,
+            queries,
+            labels,
+            k=k,
+            temperature=temperature,
+            num_classes=len(data.classes) if data.classes else None,
+        )
+    return distributed.broadcast_object(result)
+
+
 def knn_protocol(encoder: Any, data: ImageData, cfg: Any, device: Any) -> Evaluation:
     """``ssl eval knn``: the training split is the memory bank, the held-out split queries."""
     import torch

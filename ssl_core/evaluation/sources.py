@@ -44,7 +44,7 @@ def build_encoder(config: Any, plugins: Plugins) -> torch.nn.Module:
     """A fresh encoder as the run's backbone component builds it from ``config``."""
     component = plugins.registry.get("backbone", str(config.backbone.name))
     with plugins.running(config, [component]):
-        encoder = plugins.hook.ssl_build_backbone(config=config)
+        encoder = plugins.hook.ssl_build_backbone()
     if encoder is None:
         raise RuntimeError(f"backbone '{component.name}' built nothing")
     return encoder
@@ -83,14 +83,22 @@ def _from_checkpoint(path: Path, spec: str, plugins: Plugins) -> Source:
     return Source(encoder, config, spec, run_id=state.get("mlflow_run_id"))
 
 
-def _from_weights(weights_path: Path, config_path: Path, spec: str, plugins: Plugins) -> Source:
-    from omegaconf import OmegaConf
+def encoder_from_weights(
+    weights_path: Path, config: Any, spec: str, plugins: Plugins
+) -> torch.nn.Module:
+    """The backbone of ``config`` with the safetensors weights at ``weights_path``."""
     from safetensors.torch import load_file
 
-    config = OmegaConf.load(config_path)
     encoder = build_encoder(config, plugins)
     _load_weights(encoder, load_file(str(weights_path)), spec, str(config.backbone.name))
-    return Source(encoder, config, spec)
+    return encoder
+
+
+def _from_weights(weights_path: Path, config_path: Path, spec: str, plugins: Plugins) -> Source:
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(config_path)
+    return Source(encoder_from_weights(weights_path, config, spec, plugins), config, spec)
 
 
 def _from_path(path: Path, spec: str, plugins: Plugins) -> Source:

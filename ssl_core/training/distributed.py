@@ -12,6 +12,7 @@ unchanged on one device and on many.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,3 +153,49 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+# --- the model a step hook gets ----------------------------------------------------------------
+
+_THROUGH_WRAPPER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "ssl_core_through_wrapper", default=False
+)
+
+
+class _CallsThroughWrapper:
+    """Mixin over a model's class: calling the model runs its data-parallel wrapper.
+
+    The wrapper calls the model back, which then runs its own ``forward`` (the context
+    variable tells the two calls apart).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        wrapper = self.__dict__.get("_ssl_wrapper")
+        if wrapper is None or _THROUGH_WRAPPER.get():
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        token = _THROUGH_WRAPPER.set(True)
+        try:
+            return wrapper(*args, **kwargs)
+        finally:
+            _THROUGH_WRAPPER.reset(token)
+
+
+@contextmanager
+def calls_through(model: torch.nn.Module, wrapper: torch.nn.Module) -> Iterator[None]:
+    """While inside, ``model(...)`` runs ``wrapper(...)`` (``DistributedDataParallel(model)``).
+
+    Step hooks are given the model itself, with its attributes and methods, and a method
+    calls it as on one device; its forward pass still goes through the wrapper, which
+    synchronizes gradients. The model's class is swapped in place for a subclass of its own
+    and put back on the way out (parameters, state-dict keys and ``isinstance`` checks are
+    unchanged).
+    """
+    cls = type(model)
+    model.__class__ = type(cls.__name__, (_CallsThroughWrapper, cls), {})
+    # Not an attribute set through nn.Module: the wrapper must not become a submodule.
+    model.__dict__["_ssl_wrapper"] = wrapper
+    try:
+        yield
+    finally:
+        model.__dict__.pop("_ssl_wrapper", None)
+        model.__class__ = cls

@@ -1,26 +1,25 @@
 """The training loop: selected components in, a trained encoder and a tracked run out.
 
 The engine knows no method by name. It registers the selected components' run plugins for the
-run, asks them (through the step hooks) for data, views, backbone, heads, loss and the target
-update, and tells lifecycle hooks (trackers, progress) what happened. Checkpoints are written
-atomically every ``trainer.checkpoint_every`` steps, at epoch ends and at the end; a run
-continues from one with ``resume=auto`` or ``resume=PATH``.
+run, asks them (through the step hooks) for data, views, backbone, heads, parameter groups,
+loss and the target update, and tells lifecycle hooks (trackers, progress) what happened.
+Checkpoints (:mod:`ssl_core.training.state`) are written atomically every
+``trainer.checkpoint_every`` steps, at epoch ends and at the end; a run continues from one with
+``resume=auto`` or ``resume=PATH``.
 
 Under ``torchrun`` (or ``trainer.devices=N``) every process runs this loop on its share of
-each global batch, with the model wrapped in DistributedDataParallel. Step hooks run on every
-process; lifecycle hooks (trackers, progress, monitors) and file writes only on rank 0, with
-the loss and the other step metrics averaged over processes first. ``trainer.accumulate=K``
-makes an optimizer step, a target update and a schedule step out of K micro-batches;
-``trainer.precision`` runs the forward pass under autocast (fp16 with a GradScaler).
+each global batch, with the model wrapped in DistributedDataParallel; step hooks still get the
+model itself (its calls go through the wrapper). Lifecycle hooks (trackers, progress, monitors)
+and file writes run on rank 0 only, with the loss and the other step metrics averaged over
+processes first. ``trainer.accumulate=K`` makes an optimizer step, a target update and a
+schedule step out of K micro-batches; ``trainer.precision`` runs the forward pass under
+autocast (fp16 with a GradScaler).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import random
-import shutil
 import signal
 import sys
 import time
@@ -30,9 +29,9 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ssl_core.config import Selection, resolve_device, to_yaml
-from ssl_core.errors import ConfigError, RunFailed, RunInterrupted
+from ssl_core.errors import ConfigError, PluginError, RunFailed, RunInterrupted, UserError
 from ssl_core.plugins import Plugins
-from ssl_core.training import distributed
+from ssl_core.training import distributed, state
 from ssl_core.training.input_size import check_input_size
 from ssl_core.training.launch import relaunch
 from ssl_core.training.stopping import StopRequest, stop_on_signals
@@ -41,38 +40,13 @@ from ssl_core.training.stopping import StopRequest, stop_on_signals
 CPU_CHANNELS_LAST_WEIGHTS_FROM = 64
 
 
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """The seed of process ``rank`` (at optimizer step ``step``) in a run seeded with ``seed``.
-
-    Processes draw different random numbers for what happens on the device (batched view
-    augmentations, dropout); the model itself starts equal everywhere.
-    """
-    import numpy as np
-
-    state = np.random.SeedSequence([seed % 2**63, rank, step]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def run_plugins(plugins: Plugins, selection: Selection, config: DictConfig) -> Any:
-    """Register the selected components' run plugins for the duration of a run."""
-    return plugins.running(config, [component for _, component in selection.items()])
-
-
-def _first(plugins: Plugins, hook: str, selection: Selection, kind: str, **kwargs: Any) -> Any:
+def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwargs: Any) -> Any:
+    """The selected ``kind`` component's answer to step hook ``hook``; it must give one."""
     result = getattr(plugins.hook, hook)(**kwargs)
     if result is None:
         component = getattr(selection, kind)
-        raise RuntimeError(
-            f"{hook} returned nothing: {kind} '{component.name}' of plugin "
+        raise PluginError(
+            f"{hook} returned nothing: {kind.replace('_', ' ')} '{component.name}' of plugin "
             f"'{component.provider}' does not implement it"
         )
     return result
@@ -83,7 +57,7 @@ def encoder_prefix(model: Any, encoder: Any) -> str:
     for name, module in model.named_modules():
         if module is encoder:
             return name
-    raise RuntimeError("ssl_build_heads returned a model that does not contain the backbone")
+    raise PluginError("ssl_build_heads returned a model that does not contain the backbone")
 
 
 def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[str, float]:
@@ -104,7 +78,7 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
     device_type = torch_device_type(config.trainer.device)
     with (
         distributed.process_group(device_type),
-        run_plugins(plugins, selection, config),
+        plugins.running(config, [component for _, component in selection.items()]),
         stop_on_signals() as stop,
     ):
         return Trainer(config, selection, plugins, stop).fit()
@@ -129,11 +103,16 @@ class Trainer:
         self.accumulate = config.trainer.accumulate
         # micro-batches of the optimizer step under way: (loss, other metrics)
         self.pending: list[tuple[Any, dict[str, Any]]] = []
+        self.scope = contextlib.ExitStack()
+        self.views_checked = False
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook, on rank 0 only: one process talks to trackers and the user."""
         if self.main:
             getattr(self.hook, hook)(**kwargs)
+
+    def answer(self, kind: str, hook: str, **kwargs: Any) -> Any:
+        return answer(self.plugins, self.selection, kind, hook, **kwargs)
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -142,17 +121,12 @@ class Trainer:
         import torch
 
         from ssl_core.data.loader import build_train_loader, default_workers
-        from ssl_core.training.checkpoint import load_checkpoint, write_atomic
-        from ssl_core.training.optim import build_optimizer
+        from ssl_core.files import write_atomic
+        from ssl_core.training.checkpoint import load_checkpoint
         from ssl_core.training.resume import check_same_math, find_resume
         from ssl_core.training.run import RunContext
 
-        config, trainer, plugins, selection = (
-            self.config,
-            self.config.trainer,
-            self.plugins,
-            self.selection,
-        )
+        config, trainer = self.config, self.config.trainer
         self.hook.ssl_validate_config(config=config)
         resume_from = find_resume(config)
         self.resumed = load_checkpoint(resume_from) if resume_from is not None else None
@@ -165,7 +139,7 @@ class Trainer:
                 saved_world_size=self.resumed.get("world_size", 1),
             )
         torch.use_deterministic_algorithms(trainer.deterministic)
-        seed_everything(trainer.seed)
+        state.seed_everything(trainer.seed)
         device = torch.device(resolve_device(trainer.device))
         if self.world > 1 and device.type == "cuda":
             device = torch.device("cuda", distributed.local_rank())
@@ -178,12 +152,10 @@ class Trainer:
         # Rank 0 builds the data first, so that a download or a cache is made once.
         if not self.main:
             distributed.barrier()
-        data = _first(plugins, "ssl_build_dataset", selection, "dataset", config=config)
+        data = self.answer("dataset", "ssl_build_dataset")
         if self.main:
             distributed.barrier()
-        transform = _first(
-            plugins, "ssl_sample_transform", selection, "view_generator", config=config
-        )
+        transform = self.answer("view_generator", "ssl_sample_transform")
         self.loader = build_train_loader(
             data.train,
             transform,
@@ -201,10 +173,9 @@ class Trainer:
         if trainer.max_steps:
             total_steps = min(total_steps, trainer.max_steps)
 
-        backbone = _first(plugins, "ssl_build_backbone", selection, "backbone", config=config)
-        model = _first(
-            plugins, "ssl_build_heads", selection, "method", config=config, backbone=backbone
-        )
+        backbone = self.answer("backbone", "ssl_build_backbone")
+        self._check_num_features(backbone)
+        model = self.answer("method", "ssl_build_heads", backbone=backbone)
         model.to(device)
         check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
         if self.world > 1 and trainer.sync_bn and device.type == "cuda":
@@ -233,8 +204,10 @@ class Trainer:
                 if type(module) is type(backbone):
                     module.compile()
         # the learning rate follows the global batch: per process x processes x accumulation
-        optimizer = build_optimizer(model, config.optim, global_batch)
-        self.warmup_steps = round(config.optim.warmup_epochs * steps_per_epoch)
+        optimizer = self._optimizer(model, global_batch)
+        from ssl_core.training.optim import warmup_steps
+
+        self.warmup_steps = warmup_steps(config.optim.warmup_epochs, steps_per_epoch, total_steps)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
             str(trainer.precision)
         )
@@ -247,7 +220,7 @@ class Trainer:
             output_dir.mkdir(parents=True, exist_ok=True)
         self.run = run = RunContext(
             config=config,
-            selection=selection,
+            selection=self.selection,
             output_dir=output_dir,
             device=device,
             model=model,
@@ -258,7 +231,7 @@ class Trainer:
             batch_size=global_batch,
             data=data,
             encoder_prefix=encoder_prefix(model, backbone),
-            plugin_versions=plugins.versions(),
+            plugin_versions=self.plugins.versions(),
         )
         run.extra.update(world_size=self.world, accumulate=self.accumulate)
         if self.main:
@@ -267,178 +240,67 @@ class Trainer:
             )
         if self.world > 1:
             # Initialization was equal everywhere; from here each process draws its own numbers.
-            seed_everything(rank_seed(trainer.seed, self.rank))
+            state.seed_everything(state.rank_seed(trainer.seed, self.rank))
         if self.resumed is not None:
-            self._restore(self.resumed, resume_from)
-        # What the loss hook calls: the model itself, or its data-parallel wrapper (made after
-        # the restore, so that every process starts from the checkpoint's weights).
-        self.forward_model = model
+            state.restore(self, self.resumed, resume_from)
         if self.world > 1:
+            # Made after the restore, so that every process starts from the checkpoint's
+            # weights; step hooks keep getting the model itself, whose calls now go through it.
             from torch.nn.parallel import DistributedDataParallel
 
-            self.forward_model = DistributedDataParallel(
+            self.wrapper = DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None
             )
-
-    def _restore(self, state: dict[str, Any], path: Path) -> None:
-        from ssl_core.training.resume import set_rng_state
-
-        run = self.run
-        run.model.load_state_dict(state["model"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        run.step, run.epoch = state["step"], state["epoch"]
-        run.extra["batch_in_epoch"] = state["batch_in_epoch"]
-        run.tracking_run_id = state.get("mlflow_run_id")
-        run.resumed_from = path
-        self.nonfinite = state.get("nonfinite", 0)
-        self.last_checkpoint = path
-        ranks = state.get("rng_ranks") or [state["rng"]]
-        if len(ranks) == self.world:
-            set_rng_state(ranks[self.rank])
+            self.scope.enter_context(distributed.calls_through(model, self.wrapper))
         else:
-            # Same global batch, other split: the data and schedule are the run's, but the
-            # processes' random streams cannot be carried over one to one.
-            seed_everything(rank_seed(self.config.trainer.seed, self.rank, run.step))
-            if self.main:
-                print(
-                    f"note: {path} was written by {len(ranks)} processes, this run has "
-                    f"{self.world}; same global batch, data order and schedule, but device-side "
-                    "random draws (batched augmentations) differ from the uninterrupted run",
-                    file=sys.stderr,
-                )
-        if self.main:
-            print(f"resuming from {path} at step {run.step}/{run.total_steps}", file=sys.stderr)
+            self.wrapper = None
 
-    # --- checkpoints ------------------------------------------------------------------------
+    def _check_num_features(self, backbone: Any) -> None:
+        if not isinstance(getattr(backbone, "num_features", None), int):
+            component = self.selection.backbone
+            raise PluginError(
+                f"backbone '{self.config.backbone.name}' of plugin '{component.provider}' built "
+                f"a {type(backbone).__name__} without an int num_features (the width of its "
+                "output), which every backbone must expose"
+            )
 
-    def save(self) -> Path:
-        """Write a step checkpoint atomically and drop the oldest beyond ``keep_checkpoints``."""
-        from ssl_core.training.resume import checkpoint_path, rng_state
+    def _optimizer(self, model: Any, global_batch: int) -> Any:
+        """The method's parameter groups (or the core's default ones) under ``optim.*``."""
+        from ssl_core.methods.param_groups import check_groups
+        from ssl_core.training.optim import build_optimizer
 
-        run = self.run
-        path = checkpoint_path(run.output_dir, run.step)
-        if self.last_checkpoint == path:
-            return path
-        # Trackers store everything up to this step first, so that a run resumed from this
-        # checkpoint neither repeats nor misses a logged step.
-        self.notify("ssl_checkpoint", run=run, path=path)
-        # Every process's random state goes in, so each continues its own stream on resume;
-        # taken after the trackers ran, as a run continuing from here would find it.
-        ranks = distributed.gather_objects(rng_state())
-        if self.main:
-            self._write(path, ranks)
-        # No process goes on (or exits) before the checkpoint is complete on disk.
-        distributed.barrier()
-        self.last_checkpoint = path
-        return path
-
-    def _write(self, path: Path, ranks: list[dict[str, Any]] | None) -> None:
-        from ssl_core.training.checkpoint import FORMAT, save_checkpoint
-        from ssl_core.training.resume import step_checkpoints
-
-        run = self.run
-        state = {
-            "format": FORMAT,
-            "model": run.model.state_dict(),
-            "optimizer": run.optimizer.state_dict(),
-            "step": run.step,
-            "epoch": run.epoch,
-            "batch_in_epoch": run.extra.get("batch_in_epoch", 0),
-            "nonfinite": self.nonfinite,
-            "rng": ranks[0] if ranks else None,
-            "rng_ranks": ranks,
-            "world_size": self.world,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "config": to_yaml(self.config),
-            "mlflow_run_id": run.tracking_run_id,
-            "encoder_prefix": run.encoder_prefix,
-            "knn_top1_init": run.extra.get("knn_top1_init"),
-        }
+        groups = self.hook.ssl_param_groups(model=model)
+        method = self.selection.method
         try:
-            save_checkpoint(path, state)
-        except OSError as exc:
-            kept = self.last_checkpoint or "none written yet"
-            raise RunFailed(
-                f"cannot write checkpoint {path}: {exc.strerror or exc}; "
-                f"the previous checkpoint is intact: {kept}"
-            ) from None
-        for old in step_checkpoints(run.output_dir)[: -self.config.trainer.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-
-    def _publish_final(self) -> None:
-        """``checkpoint.pt`` and ``encoder.safetensors`` in the run directory, for users."""
-        from ssl_core.training.checkpoint import save_weights, write_atomic
-
-        run = self.run
-        final = run.output_dir / "checkpoint.pt"
-        source = self.save()
-        if not self.main:
-            return
-
-        def link(tmp: Path) -> None:
-            tmp.unlink()
-            try:
-                os.link(source, tmp)
-            except OSError:
-                shutil.copyfile(source, tmp)
-
-        run.artifacts["checkpoint"] = write_atomic(final, link)
-        run.artifacts["encoder"] = save_weights(run.output_dir / "encoder.safetensors", run.encoder)
+            check_groups(model, groups, f"ssl_param_groups of method '{method.name}'")
+        except ValueError as exc:
+            raise PluginError(f"{exc} (plugin '{method.provider}')") from None
+        return build_optimizer(groups, self.config.optim, global_batch)
 
     # --- the run ----------------------------------------------------------------------------
 
     def _knn(self) -> float | None:
-        """Weighted kNN top-1 of the encoder; the same value on every process.
-
-        Under several processes each extracts the features of every ``world``-th image (a
-        shard), rank 0 gathers them, votes, and tells the others the result.
-        """
+        """Weighted kNN top-1 of the encoder; the same value on every process."""
         config, run = self.config, self.run
         if not (config.eval.knn and run.data.labelled):
             return None
-        from ssl_core.evaluation.knn import knn_eval, knn_top1
+        from ssl_core.evaluation.knn import knn_eval_sharded
 
-        options = {"image_size": config.data.image_size, "device": run.device}
-        if self.world == 1:
-            return knn_eval(
-                run.encoder,
-                run.data,
-                k=config.eval.knn_k,
-                temperature=config.eval.knn_temperature,
-                **options,
-            )
-        from ssl_core.data.features import Shard, extract_features
-
-        if run.data.val is None:
-            raise ValueError("knn_eval needs labelled data with a validation split")
-        shards = [
-            extract_features(run.encoder, Shard(items, self.rank, self.world), **options)
-            for items in (run.data.train, run.data.val)
-        ]
-        gathered = distributed.gather_objects(shards)
-        result = None
-        if gathered is not None:
-            import torch
-
-            (bank, bank_labels), (queries, labels) = (
-                tuple(torch.cat([part[split][i] for part in gathered]) for i in (0, 1))
-                for split in (0, 1)
-            )
-            result = knn_top1(
-                bank,
-                bank_labels,
-                queries,
-                labels,
-                k=config.eval.knn_k,
-                temperature=config.eval.knn_temperature,
-                num_classes=len(run.data.classes) if run.data.classes else None,
-            )
-        return distributed.broadcast_object(result)
+        return knn_eval_sharded(
+            run.encoder,
+            run.data,
+            image_size=config.data.image_size,
+            device=run.device,
+            k=config.eval.knn_k,
+            temperature=config.eval.knn_temperature,
+        )
 
     def fit(self) -> dict[str, float]:
-        self.build()
+        with self.scope:
+            self.build()
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         run = self.run
         final: dict[str, float] = {}
         if self.resumed is None:
@@ -456,7 +318,7 @@ class Trainer:
         status = "FAILED"
         try:
             self._loop()
-            self._publish_final()
+            state.publish_final(self)
             knn_final = self._knn()
             if knn_final is not None:
                 final["knn_top1"] = knn_final
@@ -493,7 +355,7 @@ class Trainer:
                 loss_sum += loss_value if math.isfinite(loss_value) else 0.0
                 steps += 1
                 if stop:
-                    path = self.save()
+                    path = state.save(self)
                     signum = self.stop.signum or signal.SIGTERM  # another process was asked
                     name = signal.Signals(signum).name
                     raise RunInterrupted(
@@ -502,7 +364,7 @@ class Trainer:
                         f"with the same command and resume=auto output_dir={run.output_dir}",
                     )
                 if every and run.step % every == 0:
-                    self.save()
+                    state.save(self)
                 if run.step >= run.total_steps:
                     break
             if run.extra["batch_in_epoch"] < run.steps_per_epoch:
@@ -520,7 +382,7 @@ class Trainer:
                     "img_per_s": images / max(elapsed, 1e-9),
                 },
             )
-            self.save()
+            state.save(self)
 
     def train_step(self, batch: dict[str, Any]) -> tuple[float, bool] | None:
         """One micro-batch of training; after the last of an optimizer step, that step.
@@ -534,36 +396,49 @@ class Trainer:
             return None
         return self._step()
 
+    def _views(self, batch: dict[str, Any]) -> list[Any]:
+        """The normalized views of ``batch``; the first time, checked against the method."""
+        from ssl_core.data.transforms import normalize
+
+        views = self.answer("view_generator", "ssl_make_views", batch=batch)
+        if not self.views_checked:
+            method, generator = self.selection.method, self.selection.view_generator
+            if method.views is not None:
+                low, high = method.views
+                if len(views) < low or (high is not None and len(views) > high):
+                    takes = f"{low}" if low == high else f"{low} to {high or 'any number'}"
+                    raise UserError(
+                        f"method={method.name} takes {takes} views per image but "
+                        f"augment={generator.name} made {len(views)}; choose a view generator "
+                        f"that makes {takes} (augment=NAME)"
+                    )
+            self.views_checked = True
+        return [normalize(v).contiguous(memory_format=self.memory_format) for v in views]
+
     def _micro_step(self, batch: dict[str, Any]) -> None:
         """Forward and backward of one micro-batch; gradients add up over an optimizer step."""
         from ssl_core.data.loader import to_device
-        from ssl_core.data.transforms import normalize
-        from ssl_core.training.optim import set_lr
+        from ssl_core.training.optim import apply_schedule
 
-        run, plugins, selection = self.run, self.plugins, self.selection
+        run = self.run
         batch = run.batch = to_device(batch, run.device)
-        views = _first(plugins, "ssl_make_views", selection, "view_generator", batch=batch)
-        views = [normalize(v).contiguous(memory_format=self.memory_format) for v in views]
+        views = self._views(batch)
         first, last = not self.pending, len(self.pending) == self.accumulate - 1
         if first:
-            self.lr = set_lr(run.optimizer, run.step, run.total_steps, self.warmup_steps)
+            self.schedule = apply_schedule(
+                run.optimizer, run.step, run.total_steps, self.warmup_steps
+            )
             run.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            out = _first(
-                plugins,
-                "ssl_compute_loss",
-                selection,
-                "method",
-                model=self.forward_model,
-                views=views,
-                step=run.step,
+            out = self.answer(
+                "method", "ssl_compute_loss", model=run.model, views=views, info=run.info
             )
         loss = out["loss"].float()  # fp32 whatever the autocast dtype
         scaled = loss / self.accumulate if self.accumulate > 1 else loss
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
         # Gradients are averaged over processes once per optimizer step, at the last backward.
-        no_sync = getattr(self.forward_model, "no_sync", None)
+        no_sync = getattr(self.wrapper, "no_sync", None)
         with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
             scaled.backward()
         others = {k: v.detach().float() for k, v in out.items() if k != "loss"}
@@ -584,7 +459,9 @@ class Trainer:
         """
         import torch
 
-        run = self.run
+        from ssl_core.training.optim import clip_gradients, drop_frozen_gradients
+
+        run, optim = self.run, self.config.optim
         losses = [loss for loss, _ in self.pending]
         names = list(self.pending[0][1])
         values = [torch.stack(losses).mean() if len(losses) > 1 else losses[0]]
@@ -604,18 +481,27 @@ class Trainer:
             self._nonfinite(loss_value)
             run.step += 1
             return loss_value, stop
+        drop_frozen_gradients(run.optimizer, run.epoch)
+        stepped = True
         if self.scaler is not None:
+            if optim.clip_grad:
+                self.scaler.unscale_(run.optimizer)
+                clip_gradients(run.optimizer, optim.clip_grad, optim.clip_grad_per_param)
             # skips the update by itself when a gradient overflowed, and lowers the scale
+            scale = self.scaler.get_scale()
             self.scaler.step(run.optimizer)
             self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale
         else:
+            if optim.clip_grad:
+                clip_gradients(run.optimizer, optim.clip_grad, optim.clip_grad_per_param)
             run.optimizer.step()
-        target_metrics = (
-            self.hook.ssl_update_target(model=run.model, step=run.step, total_steps=run.total_steps)
-            or {}
-        )
+        target_metrics: dict[str, Any] = {}
+        if stepped:
+            # A step the scaler skipped moved no weight, so the target does not move either.
+            target_metrics = self.hook.ssl_update_target(model=run.model, info=run.info) or {}
         run.step += 1
-        metrics = {"loss": loss_value, "lr": self.lr, **target_metrics}
+        metrics = {"loss": loss_value, **self.schedule, **target_metrics}
         metrics.update(zip(names, values[1:], strict=True))
         self.notify("ssl_step_end", run=run, step=run.step, metrics=metrics)
         return loss_value, stop

@@ -32,12 +32,15 @@ def _forward_error(backbone: torch.nn.Module, size: int, device: torch.device) -
     return None
 
 
-def _sizes_to_try(backbone: torch.nn.Module, image_size: int) -> list[int]:
-    """Larger sizes to try, ascending: doublings of ``image_size`` and the backbone's default."""
+#: Input sizes networks are commonly built for (ImageNet's 224, its 256 and 384 variants,
+#: DINOv2's 518), tried besides the doublings of the asked size.
+_COMMON_SIZES = (224, 256, 384, 518)
+
+
+def _sizes_to_try(image_size: int) -> list[int]:
+    """Larger sizes to try, ascending: doublings of ``image_size`` and :data:`_COMMON_SIZES`."""
     sizes = {image_size * 2**k for k in range(1, 10) if image_size * 2**k <= _LARGEST_TRIED}
-    default = (getattr(backbone, "pretrained_cfg", None) or {}).get("input_size")
-    if default and default[-1] > image_size:
-        sizes.add(int(default[-1]))
+    sizes |= {size for size in _COMMON_SIZES if size > image_size}
     return sorted(sizes)
 
 
@@ -65,7 +68,7 @@ def check_input_size(
             error = _forward_error(backbone, image_size, device)
             if error is None:
                 return
-            larger = _sizes_to_try(backbone, image_size)
+            larger = _sizes_to_try(image_size)
             works = next((s for s in larger if _forward_error(backbone, s, device) is None), None)
     finally:
         for module, training in modes.items():

@@ -1,182 +1,102 @@
-"""The optimizer of a run and its learning-rate schedule: the ``optim`` config group.
+"""The optimizer of a run and its schedules: the ``optim`` config group applied to parameter
+groups.
 
 The default follows BYOL (Grill et al. 2020, arXiv 2006.07733, Appendix C): LARS (You et al.
 2017, arXiv 1708.03888) with momentum 0.9 and trust coefficient 1e-3, biases and normalization
 parameters excluded from weight decay and from the LARS adaptation, learning rate
-``base × batch/256``, a linear warm-up, then a cosine decay to 0.
+``base × batch/256``, a linear warm-up, then a cosine decay to 0. A method may give its own
+parameter groups (:class:`ssl_core.ParamGroup`): a learning-rate factor, a fixed learning rate,
+its own weight decay, frozen epochs. ``optim.weight_decay_end`` makes the weight decay follow
+a cosine (DINO); ``optim.clip_grad`` clips gradients.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import sys
 from typing import Any
 
 import torch
-from torch.optim.sgd import sgd
 
 from ssl_core.config.groups import OPTIMIZERS, OptimOptions  # noqa: F401  (re-exported)
 from ssl_core.errors import ConfigError
+from ssl_core.methods.param_groups import ParamGroup
+from ssl_core.training.lars import LARS
+
+#: The warm-up never takes more than this share of a run's optimizer steps: BYOL's, SimCLR's
+#: and DINO's 10 warm-up epochs are 10 % of their shortest (100-epoch) schedules and MoCo v3's
+#: ViT recipe 13 %; a 5-epoch run asked for 10 warm-up epochs would never reach its rate.
+MAX_WARMUP_SHARE = 0.2
 
 
-class LARS(torch.optim.Optimizer):
-    """Layer-wise Adaptive Rate Scaling, the variant of BYOL's reference code.
-
-    For each parameter ``w`` with gradient ``g`` in a group not marked ``lars_exclude``::
-
-        g ← g + weight_decay·w
-        g ← g · η‖w‖/‖g‖        (η = trust_coefficient; factor 1 when either norm is 0)
-
-    then, in every group, ``buf ← momentum·buf + g`` and ``w ← w − lr·buf``. Groups with
-    ``lars_exclude=True`` (biases, normalization parameters) skip both weight decay and the
-    trust ratio, so they get plain momentum SGD. The momentum buffer is
-    ``state[p]["momentum_buffer"]``.
-
-    The step works in place: ``p.grad`` holds the adapted gradient afterwards. Out-of-place
-    updates allocate a fresh copy of every gradient twice per step, which on the CPU costs more
-    than the arithmetic (the allocator hands large blocks back to the kernel and page-faults
-    them in again); the momentum update is then one fused kernel per device where torch has one
-    (``torch.optim.SGD``'s ``fused`` path), foreach ops elsewhere.
-    """
-
-    def __init__(
-        self,
-        params: Iterable[Any],
-        lr: float,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        trust_coefficient: float = 1e-3,
-    ) -> None:
-        if lr < 0 or weight_decay < 0 or trust_coefficient < 0 or not 0 <= momentum < 1:
-            raise ValueError(
-                f"LARS: invalid lr={lr}, momentum={momentum}, weight_decay={weight_decay} "
-                f"or trust_coefficient={trust_coefficient}"
-            )
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "trust_coefficient": trust_coefficient,
-            "lars_exclude": False,
-        }
-        super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if not group["lars_exclude"]:
-                self._adapt_(params, grads, group)
-            bufs = []
-            for p in params:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                bufs.append(state["momentum_buffer"])
-            # buf ← momentum·buf + g; w ← w − lr·buf (SGD without dampening, from zero buffers)
-            sgd(
-                params,
-                grads,
-                bufs,
-                weight_decay=0.0,
-                momentum=group["momentum"],
-                lr=group["lr"],
-                dampening=0.0,
-                nesterov=False,
-                maximize=False,
-                **_sgd_kernel(params[0].device),
-            )
-        return loss
-
-    @staticmethod
-    def _adapt_(
-        params: list[torch.Tensor], grads: list[torch.Tensor], group: dict[str, Any]
-    ) -> None:
-        """Weight decay then the trust ratio, written into ``grads``."""
-        if group["weight_decay"]:
-            torch._foreach_add_(grads, params, alpha=group["weight_decay"])
-        w_norm = torch.stack(torch._foreach_norm(params))
-        g_norm = torch.stack(torch._foreach_norm(grads))
-        trust = torch.where(
-            (w_norm > 0) & (g_norm > 0),
-            group["trust_coefficient"] * w_norm / g_norm,
-            torch.ones_like(w_norm),
-        )
-        torch._foreach_mul_(grads, list(trust.unbind()))
-
-
-def _sgd_kernel(device: torch.device) -> dict[str, bool]:
-    """``fused=True`` where torch has a fused SGD kernel for ``device``, else ``foreach``."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-    if device.type in _get_fused_kernels_supported_devices():
-        return {"fused": True}
-    return {"foreach": True}
-
-
-def param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
-    """The trainable parameters of ``model`` in two optimizer groups: regular, then excluded.
-
-    Excluded are the parameters with ``ndim <= 1`` (biases and normalization scales/shifts);
-    their group has ``weight_decay=0.0`` and ``lars_exclude=True`` (BYOL, Appendix C).
-    Parameters with ``requires_grad=False`` (a target network) are left out; empty groups are
-    dropped.
-    """
-    regular: list[torch.nn.Parameter] = []
-    excluded: list[torch.nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (excluded if p.ndim <= 1 else regular).append(p)
-    groups: list[dict[str, Any]] = []
-    if regular:
-        groups.append({"params": regular})
-    if excluded:
-        groups.append({"params": excluded, "weight_decay": 0.0, "lars_exclude": True})
-    return groups
-
-
-def build_optimizer(model: torch.nn.Module, options: Any, batch_size: int) -> torch.optim.Optimizer:
-    """The optimizer named by ``options.name`` over :func:`param_groups` of ``model``.
+def build_optimizer(
+    groups: list[ParamGroup], options: Any, batch_size: int
+) -> torch.optim.Optimizer:
+    """The optimizer named by ``options.name`` over ``groups``.
 
     :param options: the ``optim`` config node (:class:`OptimOptions` fields).
     :param batch_size: images per optimizer step; the learning rate is
-        ``options.lr × batch_size / 256`` (Goyal et al. 2017 linear scaling, as in BYOL).
-    :return: an optimizer whose groups hold that rate as ``"base_lr"`` (and as ``"lr"``, until
-        :func:`set_lr` applies the schedule).
+        ``options.lr × batch_size / 256 × group.lr_scale`` (Goyal et al. 2017 linear scaling,
+        as in BYOL).
+    :return: an optimizer whose torch groups hold that rate as ``"base_lr"``, the group's
+        ``"name"``, ``"fixed_lr"``, ``"base_wd"`` and ``"wd_end"`` (weight-decay schedule),
+        ``"frozen_epochs"`` and ``"lars_exclude"``; :func:`apply_schedule` sets ``lr`` and
+        ``weight_decay`` from them at every step.
     """
     if options.momentum >= 1:
         raise ConfigError(f"optim.momentum={options.momentum} is out of range; must be < 1")
     lr = options.lr * batch_size / 256
-    groups = param_groups(model)
+    torch_groups = []
+    for group in groups:
+        own = group.weight_decay is not None
+        weight_decay = group.weight_decay if own else options.weight_decay
+        torch_groups.append(
+            {
+                "params": list(group.params),
+                "name": group.name,
+                "lr": lr * group.lr_scale,
+                "base_lr": lr * group.lr_scale,
+                "fixed_lr": group.fixed_lr,
+                "weight_decay": weight_decay,
+                "base_wd": weight_decay,
+                "wd_end": None if own else options.get("weight_decay_end"),
+                "lars_exclude": group.exclude_from_lars,
+                "frozen_epochs": group.frozen_epochs,
+            }
+        )
     name = options.name
     if name == "lars":
-        optimizer: torch.optim.Optimizer = LARS(
-            groups,
+        return LARS(
+            torch_groups,
             lr=lr,
             momentum=options.momentum,
             weight_decay=options.weight_decay,
             trust_coefficient=options.trust_coefficient,
         )
-    elif name == "sgd":
-        optimizer = torch.optim.SGD(
-            groups, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay
+    if name == "sgd":
+        return torch.optim.SGD(
+            torch_groups, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay
         )
-    elif name == "adamw":
-        optimizer = torch.optim.AdamW(
-            groups, lr=lr, betas=(options.momentum, 0.999), weight_decay=options.weight_decay
+    if name == "adamw":
+        return torch.optim.AdamW(
+            torch_groups, lr=lr, betas=(options.momentum, 0.999), weight_decay=options.weight_decay
         )
-    else:
-        raise ConfigError(f"invalid value optim.name={name!r}; valid: {', '.join(OPTIMIZERS)}")
-    for group in optimizer.param_groups:
-        group["base_lr"] = lr
-    return optimizer
+    raise ConfigError(f"invalid value optim.name={name!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """Optimizer steps of warm-up: ``warmup_epochs`` epochs, at most :data:`MAX_WARMUP_SHARE`
+    of the run (a note on stderr says when the run is too short for the epochs asked)."""
+    asked = round(warmup_epochs * steps_per_epoch)
+    allowed = int(MAX_WARMUP_SHARE * total_steps)
+    if asked > allowed:
+        print(
+            f"note: optim.warmup_epochs={warmup_epochs:g} is {asked} of the run's {total_steps} "
+            f"steps; warming up over {allowed} (at most {MAX_WARMUP_SHARE:.0%} of the run)",
+            file=sys.stderr,
+        )
+        return allowed
+    return asked
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
@@ -185,8 +105,8 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     Linear warm-up, ``base_lr·(step+1)/warmup_steps`` for ``step < warmup_steps``, so the first
     step already moves and step ``warmup_steps − 1`` reaches ``base_lr``; then a cosine from
     ``base_lr`` at step ``warmup_steps`` down to 0 at step ``total_steps`` (one past the last
-    step). ``warmup_steps=0`` starts with the cosine. The warm-up is never shortened: when it
-    is as long as the run or longer, the whole run is warm-up.
+    step). ``warmup_steps=0`` starts with the cosine; :func:`warmup_steps` keeps the warm-up
+    to a share of the run.
     """
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
@@ -197,10 +117,61 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def set_lr(
-    optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup_steps: int
-) -> float:
-    """Set every group's ``lr`` from its ``base_lr`` by :func:`lr_at`; returns the first's."""
+def cosine_between(start: float, end: float, step: int, total_steps: int) -> float:
+    """A cosine from ``start`` at step 0 to ``end`` at step ``total_steps`` (DINO's
+    ``cosine_scheduler``, per step): ``end + (start − end)·(1 + cos(π·k/K))/2``."""
+    if total_steps <= 0:
+        return start
+    progress = min(max(step, 0), total_steps) / total_steps
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def apply_schedule(
+    optimizer: torch.optim.Optimizer, step: int, total_steps: int, warmup: int
+) -> dict[str, float]:
+    """Set every group's ``lr`` and ``weight_decay`` for optimizer step ``step``.
+
+    :return: ``{"lr": first group's, "lr/<group>": ..., "wd/<group>": ...}`` to log.
+    """
+    metrics: dict[str, float] = {}
     for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, total_steps, warmup_steps, group["base_lr"])
-    return optimizer.param_groups[0]["lr"]
+        base = group["base_lr"]
+        group["lr"] = base if group.get("fixed_lr") else lr_at(step, total_steps, warmup, base)
+        if group.get("wd_end") is not None:
+            group["weight_decay"] = cosine_between(
+                group["base_wd"], group["wd_end"], step, total_steps
+            )
+        name = group.get("name", "default")
+        metrics[f"lr/{name}"] = group["lr"]
+        metrics[f"wd/{name}"] = group["weight_decay"]
+    metrics["lr"] = optimizer.param_groups[0]["lr"]
+    return metrics
+
+
+def drop_frozen_gradients(optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    """No update this step for groups still frozen at ``epoch`` (0-based): their gradients go.
+
+    The optimizer skips a parameter without a gradient, weight decay included, as DINO's
+    ``cancel_gradients_last_layer`` does.
+    """
+    for group in optimizer.param_groups:
+        if epoch < group.get("frozen_epochs", 0):
+            for param in group["params"]:
+                param.grad = None
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, per_param: bool) -> None:
+    """Scale gradients down to norm ``max_norm``: their global norm, or each parameter's own
+    (DINO's ``clip_gradients``: factor ``max_norm / (‖g‖ + 1e-6)`` when below 1)."""
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return
+    if not per_param:
+        torch.nn.utils.clip_grad_norm_(
+            [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
+            max_norm,
+        )
+        return
+    norms = torch._foreach_norm(grads)
+    factors = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+    torch._foreach_mul_(grads, factors)

@@ -1,4 +1,5 @@
-"""The state of one training run, as the engine shares it with lifecycle hooks."""
+"""Where a run is, as the engine tells step hooks (:class:`StepInfo`) and lifecycle hooks
+(:class:`RunContext`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,27 @@ if TYPE_CHECKING:
     from ssl_core.data import ImageData
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the run is, for a step hook.
+
+    ``step`` counts optimizer steps taken before the one under way (0 for the first; for
+    ``ssl_update_target``, the step just made); ``epoch`` is the 0-based epoch it belongs to;
+    ``steps_per_epoch`` and ``total_steps`` are optimizer steps (``total_steps`` is the whole
+    run's, ``trainer.max_steps`` included).
+    """
+
+    step: int
+    epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def progress(self) -> float:
+        """The share of the run's optimizer steps taken, in ``[0, 1]``."""
+        return min(max(self.step / self.total_steps, 0.0), 1.0) if self.total_steps else 0.0
+
+
 @dataclass
 class RunContext:
     """What trackers and monitors may read during a run.
@@ -22,8 +44,8 @@ class RunContext:
     counts optimizer steps taken; ``artifacts`` maps a name (``checkpoint``, ``encoder``,
     ``config``) to a file written in ``output_dir``. ``batch`` is the current training batch
     (on the device, with ``"label"``) while a step runs. A resumed run has ``resumed_from`` set
-    and ``tracking_run_id`` taken from the checkpoint, so trackers continue the same run. ``encoder_prefix`` is where the
-    encoder sits in ``model.state_dict()`` (``"online_encoder"`` → ``"online_encoder.*"``).
+    and ``tracking_run_id`` taken from the checkpoint, so trackers continue the same run.
+    ``encoder_prefix`` is where the encoder sits in ``model.state_dict()`` (``"online_encoder"`` → ``"online_encoder.*"``).
     """
 
     config: DictConfig
@@ -46,6 +68,11 @@ class RunContext:
     tracking_run_id: str | None = None
     resumed_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def info(self) -> StepInfo:
+        """The run's position as step hooks see it."""
+        return StepInfo(self.step, self.epoch, self.steps_per_epoch, self.total_steps)
 
     @property
     def tags(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from ssl_augment.kornia_views import rotate_hue
 from ssl_augment.recipe import AugmentOptions, blur_kernel_size
 
 from ssl_core import ConfigError
+from ssl_core.config import component_options
 from ssl_core.registry import Registry
 
 SIZE = 32
@@ -47,7 +48,8 @@ def registry() -> Registry:
 
 
 def run_plugin(name: str, config) -> Any:
-    return registry().get("view_generator", name).factory(config)
+    component = registry().get("view_generator", name)
+    return component.make(config, component_options(component, config))
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -60,7 +62,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def make_views(name: str, images: list[np.ndarray], config=None) -> list[torch.Tensor]:
     config = config if config is not None else make_config()
     run = run_plugin(name, config)
-    transform = run.ssl_sample_transform(config=config)
+    transform = run.ssl_sample_transform()
     return run.ssl_make_views(batch=collate([transform(image) for image in images]))
 
 
@@ -144,7 +146,7 @@ def test_views_are_float_batches_in_unit_range(name):
 @pytest.mark.parametrize("shape", [(40, 60, 3), (60, 40, 3), (8, 8, 3), (32, 32, 3), (50, 50)])
 def test_sample_transform_takes_any_size_and_pickles(name, shape):
     config = make_config()
-    transform = run_plugin(name, config).ssl_sample_transform(config=config)
+    transform = run_plugin(name, config).ssl_sample_transform()
     transform = pickle.loads(pickle.dumps(transform))
     image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     sample = transform(image)
@@ -159,7 +161,7 @@ def test_sample_transform_takes_any_size_and_pickles(name, shape):
 @pytest.mark.parametrize("name", GENERATORS)
 def test_sample_transform_rejects_non_8bit_images(name):
     config = make_config()
-    transform = run_plugin(name, config).ssl_sample_transform(config=config)
+    transform = run_plugin(name, config).ssl_sample_transform()
     with pytest.raises(ValueError, match="uint8"):
         transform(np.zeros((SIZE, SIZE, 3), dtype=np.float32))
 
@@ -189,7 +191,7 @@ def test_kornia_views_equal_the_resized_input_when_every_op_is_off():
     images = random_images(4, height=40, width=60)
     config = make_config(**IDENTITY)
     run = run_plugin("kornia", config)
-    batch = collate([run.ssl_sample_transform(config=config)(image) for image in images])
+    batch = collate([run.ssl_sample_transform()(image) for image in images])
     for view in run.ssl_make_views(batch=batch):
         torch.testing.assert_close(view, batch["image"].float() / 255, atol=0.5 / 255, rtol=0)
 
@@ -278,7 +280,7 @@ def test_kornia_views_stay_on_the_device():
 
 def test_albumentations_draws_are_seeded_by_torch_per_process():
     config = make_config()
-    transform = run_plugin("albumentations", config).ssl_sample_transform(config=config)
+    transform = run_plugin("albumentations", config).ssl_sample_transform()
     image = smooth_image(48, 64)
 
     def draw(seed: int) -> list[torch.Tensor]:
@@ -295,7 +297,7 @@ def test_albumentations_draws_are_seeded_by_torch_per_process():
 )
 def test_albumentations_workers_do_not_repeat_each_other():
     config = make_config()
-    transform = run_plugin("albumentations", config).ssl_sample_transform(config=config)
+    transform = run_plugin("albumentations", config).ssl_sample_transform()
     image = smooth_image()
 
     class Same(torch.utils.data.Dataset):

@@ -13,6 +13,7 @@ from ssl_backbones import plugin
 from ssl_backbones.timm_backbone import create_backbone
 
 from ssl_core import UserError
+from ssl_core.config import component_options
 from ssl_core.registry import Registry, UnknownComponentError
 
 
@@ -30,8 +31,7 @@ def _config(name: str, small_input: bool = False, drop_path_rate: float = 0.0):
 
 
 def _build(name: str, **options) -> torch.nn.Module:
-    config = _config(name, **options)
-    return plugin.make_run(config).ssl_build_backbone(config)
+    return plugin.TimmBackbone(name, plugin.BackboneOptions(**options)).ssl_build_backbone()
 
 
 def test_registers_one_family_answering_for_timm_names(registry):
@@ -53,13 +53,20 @@ def test_matches_says_no_to_odd_names(odd):
     assert plugin.is_timm_model(odd) is False
 
 
-def test_options_have_no_name_field_and_read_from_config():
+def test_options_have_no_name_field_and_are_read_from_the_config(registry):
     # The core owns backbone.name; a field of that name would collide with it.
     assert "name" not in {f.name for f in dataclasses.fields(plugin.BackboneOptions)}
-    assert plugin.BackboneOptions.from_config(_config("resnet18", True, 0.1)) == (
+    family = registry.get("backbone", "resnet18")
+    assert component_options(family, _config("resnet18", True, 0.1)) == (
         plugin.BackboneOptions(small_input=True, drop_path_rate=0.1)
     )
-    assert plugin.BackboneOptions.from_config(OmegaConf.create({})) == plugin.BackboneOptions()
+    run = family.make(_config("resnet50", True), component_options(family, _config("resnet50")))
+    assert run.name == "resnet50"
+
+
+def test_the_family_is_the_default_backbone_as_resnet18(registry):
+    family, name = registry.default("backbone")
+    assert (family.name, name) == ("timm", "resnet18")
 
 
 def test_resnet18_gives_pooled_features():
@@ -115,3 +122,15 @@ def test_plugin_module_imports_neither_torch_nor_timm():
     code = "import sys, ssl_backbones.plugin; print('torch' in sys.modules, 'timm' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_export_hint_says_how_timm_loads_the_file(tmp_path):
+    """``ssl_export_hint``: a plain model loads through timm's file overlay; the small-input
+    stem, which timm lacks, through ssl_core.load_encoder."""
+    out = tmp_path / "encoder.safetensors"
+    plain = plugin.TimmBackbone("resnet18", plugin.BackboneOptions()).ssl_export_hint(path=out)
+    assert "timm.create_model('resnet18', pretrained=True, num_classes=0" in plain
+    assert f"pretrained_cfg_overlay=dict(file='{out}')" in plain
+    small = plugin.TimmBackbone("resnet18", plugin.BackboneOptions(small_input=True))
+    hint = small.ssl_export_hint(path=out)
+    assert "small-input ResNet stem" in hint and "ssl_core.load_encoder(" in hint

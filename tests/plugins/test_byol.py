@@ -1,4 +1,5 @@
-"""The BYOL plugin: loss values, stop-gradient, target initialization and update, registration."""
+"""The BYOL plugin: loss values, stop-gradient, target initialization, the core's EMA of the
+declared target, per-view BatchNorm, registration."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
-from ssl_byol import plugin
-from ssl_byol.loss import byol_loss
-from ssl_byol.model import BYOLModel
-from ssl_byol.options import BYOLOptions
+from ssl_byol import BYOL, BYOLOptions, ssl_register_methods
+from ssl_byol.model import BYOLModel, byol_loss
 from torch import nn
 
+from ssl_core import EMA, ConfigError, StepInfo
+from ssl_core.config import component_options
+from ssl_core.config.resolve import check_views
+from ssl_core.methods.targets import update_declared_targets
 from ssl_core.registry import Registry
+from ssl_core.training.distributed import calls_through
 
 TAU_BASE = 0.99
+OPTIONS = BYOLOptions(tau_base=TAU_BASE, proj_hidden_dim=32, proj_dim=8, pred_hidden_dim=12)
 
 
 def tiny_backbone() -> nn.Module:
@@ -27,28 +32,14 @@ def tiny_backbone() -> nn.Module:
 
 
 @pytest.fixture
-def config():
-    return OmegaConf.create(
-        {
-            "byol": {
-                "tau_base": TAU_BASE,
-                "proj_hidden_dim": 32,
-                "proj_dim": 8,
-                "pred_hidden_dim": 12,
-            }
-        }
-    )
+def run() -> BYOL:
+    return BYOL(OPTIONS)
 
 
 @pytest.fixture
-def run(config) -> plugin.BYOLRun:
-    return plugin.make_run(config)
-
-
-@pytest.fixture
-def model(run, config) -> BYOLModel:
+def model(run) -> BYOLModel:
     torch.manual_seed(0)
-    model = run.ssl_build_heads(config=config, backbone=tiny_backbone())
+    model = run.ssl_build_heads(backbone=tiny_backbone())
     model.train()
     return model
 
@@ -56,6 +47,16 @@ def model(run, config) -> BYOLModel:
 def views(n: int = 2) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
     return [torch.randn(4, 3, 8, 8, generator=generator) for _ in range(n)]
+
+
+def online_parameters(model: BYOLModel) -> list[nn.Parameter]:
+    """θ: the online encoder and projector, the modules the target follows (no predictor)."""
+    return [*model.online_encoder.parameters(), *model.projector.parameters()]
+
+
+def target_parameters(model: BYOLModel) -> list[nn.Parameter]:
+    """ξ: the target encoder and projector, in the order of :func:`online_parameters`."""
+    return [*model.target_encoder.parameters(), *model.target_projector.parameters()]
 
 
 # --- loss ---------------------------------------------------------------------------------
@@ -72,11 +73,13 @@ def views(n: int = 2) -> list[torch.Tensor]:
     ],
 )
 def test_byol_loss_single_pairs(p, z, expected) -> None:
+    """One pair: ‖p̂ − ẑ‖² = 2 − 2·cos(p, z), whatever the norms."""
     loss = byol_loss(torch.tensor([p]), torch.tensor([z]))
     assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_byol_loss_averages_over_the_batch() -> None:
+    """The per-sample terms are averaged, not summed, over the batch."""
     p = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 5.0]])
     z = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
     expected = (2.0 + 0.0 + (2.0 - math.sqrt(2.0)) + 0.0) / 4
@@ -84,6 +87,7 @@ def test_byol_loss_averages_over_the_batch() -> None:
 
 
 def test_byol_loss_is_float32_for_half_inputs() -> None:
+    """bf16 inputs give a float32 loss with the float32 value."""
     p = torch.tensor([[1.0, 1.0]], dtype=torch.bfloat16)
     z = torch.tensor([[1.0, 0.0]], dtype=torch.bfloat16)
     loss = byol_loss(p, z)
@@ -101,14 +105,16 @@ class StubModel(nn.Module):
 
 
 def test_compute_loss_sums_both_directions(run) -> None:
-    out = run.ssl_compute_loss(model=StubModel(), views=views(), step=0)
+    """L = ℓ(p₁, z'₂) + ℓ(p₂, z'₁): each prediction is compared with the *other* view."""
+    out = run.ssl_compute_loss(model=StubModel(), views=views())
     # byol_loss(p1, z2) = 2 (orthogonal), byol_loss(p2, z1) = 2 − √2
     assert out["loss"].item() == pytest.approx(2.0 + 2.0 - math.sqrt(2.0), abs=1e-6)
 
 
 def test_compute_loss_matches_the_pieces(run, model) -> None:
+    """The hook's loss equals the loss of the model's pieces run view by view."""
     v1, v2 = views()
-    out = run.ssl_compute_loss(model=model, views=[v1, v2], step=0)
+    out = run.ssl_compute_loss(model=model, views=[v1, v2])
     # Forwarding the same views again in train mode gives the same BatchNorm batch statistics.
     expected = byol_loss(model.online(v1), model.target(v2)) + byol_loss(
         model.online(v2), model.target(v1)
@@ -117,14 +123,33 @@ def test_compute_loss_matches_the_pieces(run, model) -> None:
     torch.testing.assert_close(out["loss"], expected)
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_compute_loss_refuses_other_view_counts(run, model, n) -> None:
-    with pytest.raises(ValueError, match=f"exactly 2 views.*made {n}"):
-        run.ssl_compute_loss(model=model, views=views(n), step=0)
+def test_compute_loss_calls_the_model_once_through_a_data_parallel_wrapper(run, model) -> None:
+    """The hook gets the model itself; under data-parallel training its one call ``model(views)``
+    goes through the wrapper (which must see one forward per micro-batch)."""
+    calls = []
+
+    class Wrapper(nn.Module):
+        """Stands for DistributedDataParallel: records the call and calls the model back."""
+
+        def __init__(self, module):
+            super().__init__()
+            self.inner = [module]  # not a submodule
+
+        def forward(self, *args):
+            calls.append(len(args[0]))
+            return self.inner[0](*args)
+
+    v = views()
+    expected = run.ssl_compute_loss(model=model, views=v)["loss"]
+    with calls_through(model, Wrapper(model)):
+        out = run.ssl_compute_loss(model=model, views=v)
+    assert calls == [2]
+    torch.testing.assert_close(out["loss"], expected)
 
 
 def test_gradients_reach_online_only(run, model) -> None:
-    out = run.ssl_compute_loss(model=model, views=views(), step=0)
+    """Stop-gradient: encoder, projector and predictor get gradients; the target none."""
+    out = run.ssl_compute_loss(model=model, views=views())
     out["loss"].backward()
     for name in ("online_encoder", "projector", "predictor"):
         params = list(getattr(model, name).parameters())
@@ -137,9 +162,11 @@ def test_gradients_reach_online_only(run, model) -> None:
 # --- model --------------------------------------------------------------------------------
 
 
-def test_model_keeps_the_backbone_object(run, config) -> None:
+def test_model_keeps_the_backbone_object(run) -> None:
+    """The online encoder is the backbone object (evaluated and exported); heads have the
+    configured widths."""
     backbone = tiny_backbone()
-    model = run.ssl_build_heads(config=config, backbone=backbone)
+    model = run.ssl_build_heads(backbone=backbone)
     assert model.online_encoder is backbone
     assert model.target_encoder is not backbone
     assert model.projector[0].in_features == 16
@@ -150,9 +177,19 @@ def test_model_keeps_the_backbone_object(run, config) -> None:
     assert model.predictor[-1].out_features == 8
 
 
+def test_head_state_dict_keys_are_unchanged(model) -> None:
+    """Linear(no bias) → BatchNorm → ReLU → Linear, under the Sequential indices that
+    checkpoints of the previous heads used."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    for head in ("projector", "predictor", "target_projector"):
+        keys = [k for k in model.state_dict() if k.startswith(f"{head}.")]
+        expected = [f"{head}.0.weight", *(f"{head}.1.{b}" for b in bn)]
+        assert keys == [*expected, f"{head}.3.weight", f"{head}.3.bias"]
+
+
 def test_target_starts_equal_to_online(model) -> None:
-    online = model.online_parameters()
-    target = model.target_parameters()
+    """ξ starts as a copy of θ: equal values, distinct tensors."""
+    online, target = online_parameters(model), target_parameters(model)
     assert len(online) == len(target)
     for o, t in zip(online, target, strict=True):
         assert o is not t
@@ -160,37 +197,41 @@ def test_target_starts_equal_to_online(model) -> None:
 
 
 def test_predictor_is_online_only(model) -> None:
+    """No target predictor; the predictor trains."""
     predictor = {id(p) for p in model.predictor.parameters()}
-    target = {id(p) for p in model.target_parameters()}
+    target = {id(p) for p in target_parameters(model)}
     assert predictor.isdisjoint(target)
     assert not any(name.startswith("target_predictor") for name, _ in model.named_modules())
     assert all(p.requires_grad for p in model.predictor.parameters())
 
 
 def test_optimizer_would_get_exactly_the_online_parameters(model) -> None:
+    """The trainable parameters are θ and the predictor, nothing of the target."""
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    online = {id(p) for p in [*model.online_parameters(), *model.predictor.parameters()]}
+    online = {id(p) for p in [*online_parameters(model), *model.predictor.parameters()]}
     assert trainable == online
 
 
 def test_target_bn_statistics_come_from_its_own_forward(run, model) -> None:
+    """The target's BatchNorm running statistics move with its own forward passes."""
     before = model.target_projector[1].running_mean.clone()
-    run.ssl_compute_loss(model=model, views=views(), step=0)
+    run.ssl_compute_loss(model=model, views=views())
     assert not torch.equal(model.target_projector[1].running_mean, before)
 
 
-def test_views_go_through_separately_unless_concat_views(config) -> None:
-    # BatchNorm in train mode normalizes over its batch: by default each view is its own batch,
-    # as in the paper; concat_views=true makes both views one batch of 8.
+def test_views_go_through_separately_unless_concat_views() -> None:
+    """BatchNorm per view: by default each view is normalized over its own batch of 4, as
+    in the paper; ``concat_views`` makes both views one batch of 8."""
     v1, v2 = views()
     torch.manual_seed(0)
-    separate = plugin.make_run(config).ssl_build_heads(config=config, backbone=tiny_backbone())
-    config.byol.concat_views = True
+    separate = BYOL(OPTIONS).ssl_build_heads(backbone=tiny_backbone())
     torch.manual_seed(0)
-    joined = plugin.make_run(config).ssl_build_heads(config=config, backbone=tiny_backbone())
+    joined_options = BYOLOptions(**{**vars(OPTIONS), "concat_views": True})
+    joined = BYOL(joined_options).ssl_build_heads(backbone=tiny_backbone())
     joined.load_state_dict(separate.state_dict())
     (p1, p2), (z1, z2) = separate([v1, v2])
     torch.testing.assert_close(p1, separate.online(v1))
+    torch.testing.assert_close(p2, separate.online(v2))
     torch.testing.assert_close(z2, separate.target(v2))
     (q1, q2), (y1, y2) = joined([v1, v2])
     both = torch.cat([v1, v2])
@@ -199,53 +240,71 @@ def test_views_go_through_separately_unless_concat_views(config) -> None:
     assert q1.shape == p1.shape and not torch.allclose(q1, p1)
 
 
-# --- target update ------------------------------------------------------------------------
+# --- the target, updated by the core ------------------------------------------------------
 
 
-def test_update_target_moves_by_one_minus_tau_base(run, model) -> None:
+def test_model_declares_its_target_for_the_core(model) -> None:
+    """The target is declared, not updated by the method: encoder and projector, τ_base from
+    the options, logged as ``tau``; the plugin has no ``ssl_update_target``."""
+    assert isinstance(model.ema, EMA)
+    assert model.ema.pairs == {"target_encoder": "online_encoder", "target_projector": "projector"}
+    assert (model.ema.tau_base, model.ema.metric) == (TAU_BASE, "tau")
+    assert not hasattr(BYOL, "ssl_update_target")
+
+
+# τ = 1 − (1 − τ_base)·(cos(πk/K) + 1)/2: k = 0 → τ_base = 0.99; k = K/2 → 1 − 0.01/2 = 0.995
+@pytest.mark.parametrize(("step", "tau"), [(0, 0.99), (5, 0.995)])
+def test_core_update_moves_the_target_by_one_minus_tau(model, step, tau) -> None:
+    """After an optimizer step the core moves ξ ← ξ + (1 − τ)·(θ − ξ) and logs τ; θ and the
+    predictor stay as they are."""
+    torch.manual_seed(2)
     with torch.no_grad():
-        for param in model.online_parameters():
+        for param in online_parameters(model):
             param.add_(torch.randn_like(param))
-    online = [p.detach().clone() for p in model.online_parameters()]
-    target = [p.detach().clone() for p in model.target_parameters()]
+    online = [p.detach().clone() for p in online_parameters(model)]
+    target = [p.detach().clone() for p in target_parameters(model)]
+    predictor = [p.detach().clone() for p in model.predictor.parameters()]
 
-    out = run.ssl_update_target(model=model, step=0, total_steps=10)
+    info = StepInfo(step=step, epoch=0, steps_per_epoch=10, total_steps=10)
+    out = update_declared_targets(model, info)
 
-    assert out == {"tau": pytest.approx(TAU_BASE)}
-    for before, theta, after in zip(target, online, model.target_parameters(), strict=True):
-        torch.testing.assert_close(after, before + (1 - TAU_BASE) * (theta - before))
-    for theta, now in zip(online, model.online_parameters(), strict=True):
+    assert out == {"tau": pytest.approx(tau, abs=1e-12)}
+    for before, theta, after in zip(target, online, target_parameters(model), strict=True):
+        torch.testing.assert_close(after, before + (1 - tau) * (theta - before))
+        assert not torch.equal(after, before)
+    for theta, now in zip(online, online_parameters(model), strict=True):
         torch.testing.assert_close(now, theta, rtol=0, atol=0)
+    for old, now in zip(predictor, model.predictor.parameters(), strict=True):
+        torch.testing.assert_close(now, old, rtol=0, atol=0)
 
 
-def test_update_target_follows_the_cosine_schedule(run, model) -> None:
-    assert run.ssl_update_target(model=model, step=5, total_steps=10)["tau"] == pytest.approx(
-        1 - (1 - TAU_BASE) / 2
-    )
-    assert run.ssl_update_target(model=model, step=10, total_steps=10)["tau"] == pytest.approx(1.0)
+def test_core_update_reaches_tau_one_at_the_last_step(model) -> None:
+    """k = K: τ = 1, the target no longer moves."""
+    with torch.no_grad():
+        for param in online_parameters(model):
+            param.add_(1.0)
+    target = [p.detach().clone() for p in target_parameters(model)]
+    info = StepInfo(step=10, epoch=0, steps_per_epoch=10, total_steps=10)
+    assert update_declared_targets(model, info)["tau"] == pytest.approx(1.0)
+    for before, after in zip(target, target_parameters(model), strict=True):
+        torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
-def test_update_target_leaves_target_buffers_alone(run, model) -> None:
+def test_core_update_leaves_target_buffers_alone(model) -> None:
+    """Only parameters follow by EMA; the target's BatchNorm statistics are its own."""
     with torch.no_grad():
         model.projector[1].running_mean.fill_(5.0)
-    run.ssl_update_target(model=model, step=0, total_steps=10)
+    update_declared_targets(model, StepInfo(0, 0, 10, 10))
     assert torch.equal(model.target_projector[1].running_mean, torch.zeros(32))
 
 
 # --- options and registration -------------------------------------------------------------
 
 
-def test_options_from_config(config) -> None:
-    options = BYOLOptions.from_config(config)
-    assert options == BYOLOptions(
-        tau_base=TAU_BASE, proj_hidden_dim=32, proj_dim=8, pred_hidden_dim=12
-    )
-
-
 def test_options_default_to_the_paper() -> None:
-    options = BYOLOptions.from_config(OmegaConf.create({}))
-    assert options == BYOLOptions(
-        tau_base=0.996,
+    """Defaults: the 100–300-epoch recipe, τ_base 0.99, 4096/256/4096 heads, views apart."""
+    assert BYOLOptions() == BYOLOptions(
+        tau_base=0.99,
         proj_hidden_dim=4096,
         proj_dim=256,
         pred_hidden_dim=4096,
@@ -253,19 +312,63 @@ def test_options_default_to_the_paper() -> None:
     )
 
 
-def test_registers_byol_with_its_options() -> None:
+def registered() -> Registry:
     registry = Registry()
-    plugin.ssl_register_methods(register=registry.registrar("method", "byol"))
-    component = registry.get("method", "byol")
+    ssl_register_methods(register=registry.registrar("method", "byol"))
+    return registry
+
+
+def test_registers_byol_with_its_options_and_two_views() -> None:
+    """``method=byol``: typed options, two views per image, a factory taking the options."""
+    component = registered().get("method", "byol")
     assert component.name == "byol"
     assert component.options is BYOLOptions
+    assert component.views == (2, 2)
     assert "Bootstrap Your Own Latent" in component.description
-    assert isinstance(component.factory(OmegaConf.create({})), plugin.BYOLRun)
+    plugin = component.factory(OPTIONS)
+    assert isinstance(plugin, BYOL) and plugin.options is OPTIONS
+
+
+def test_run_plugin_gets_the_runs_options() -> None:
+    """The ``byol`` group of a run's config becomes a typed :class:`BYOLOptions` that the
+    factory gets (options no longer read the config themselves)."""
+    component = registered().get("method", "byol")
+    config = OmegaConf.create(
+        {
+            "byol": {
+                "tau_base": TAU_BASE,
+                "proj_hidden_dim": 32,
+                "proj_dim": 8,
+                "pred_hidden_dim": 12,
+            }
+        }
+    )
+    plugin = component.make(config, component_options(component, config))
+    assert isinstance(plugin, BYOL)
+    assert plugin.options == OPTIONS
+
+
+@pytest.mark.parametrize("made", [1, 3])
+def test_other_view_counts_are_refused_before_the_run(made) -> None:
+    """The declared view count is checked against the view generator's by the config."""
+    registry = registered()
+    registry.registrar("view_generator", "t")("gen", object, views=made)
+    registry.registrar("view_generator", "t")("pairs", object, views=2)
+
+    class Selection:
+        method = registry.get("method", "byol")
+        view_generator = registry.get("view_generator", "gen")
+
+    with pytest.raises(ConfigError, match=f"takes 2 views.*makes {made}"):
+        check_views(Selection, None)
+    Selection.view_generator = registry.get("view_generator", "pairs")
+    check_views(Selection, None)
 
 
 def test_plugin_module_imports_without_torch() -> None:
+    """The entry point (listing plugins, ``ssl config``) does not pay for importing torch."""
     result = subprocess.run(
-        [sys.executable, "-c", "import ssl_byol.plugin, sys; print('torch' in sys.modules)"],
+        [sys.executable, "-c", "import ssl_byol, sys; print('torch' in sys.modules)"],
         capture_output=True,
         text=True,
         check=True,

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from ssl_core.config import build_config
+from ssl_core import StepInfo
+from ssl_core.config import build_config, component_options
 from ssl_core.data.transforms import normalize
 from ssl_core.plugins import Plugins, get_plugins
 
@@ -88,11 +89,46 @@ def images(count: int = BATCH) -> list[np.ndarray]:
     ]
 
 
+def run_plugin(component, config):
+    """The component's run plugin for ``config``, built as the engine builds it."""
+    return component.make(config, component_options(component, config))
+
+
 def make_views(config, selection) -> list[torch.Tensor]:
-    generator = selection.view_generator.factory(config)
-    transform = generator.ssl_sample_transform(config=config)
+    generator = run_plugin(selection.view_generator, config)
+    transform = generator.ssl_sample_transform()
     batch = default_collate([{**transform(image), "label": 0} for image in images()])
     return generator.ssl_make_views(batch=batch)
+
+
+def info(step: int = 0, total_steps: int = 2) -> StepInfo:
+    return StepInfo(step=step, epoch=0, steps_per_epoch=total_steps, total_steps=total_steps)
+
+
+def compute_loss(built, step: int = 0):
+    """The loss hook as the engine calls it (through the plugin manager, for subset hookimpls)."""
+    return call(
+        built.run, "ssl_compute_loss", model=built.model, views=built.views, info=info(step)
+    )
+
+
+def update_target(built, step: int = 0, total_steps: int = 2):
+    """The target update as the engine gets it: the method's own, else the core's."""
+    return call(built.run, "ssl_update_target", model=built.model, info=info(step, total_steps))
+
+
+def call(run, hook: str, **kwargs):
+    """Call ``hook`` on a plugin manager holding only the core defaults and ``run``."""
+    import pluggy
+
+    from ssl_core import hookspecs
+    from ssl_core.methods import defaults
+
+    pm = pluggy.PluginManager("ssl_core")
+    pm.add_hookspecs(hookspecs)
+    pm.register(defaults)
+    pm.register(run)
+    return getattr(pm.hook, hook)(**kwargs)
 
 
 class TinyBackbone(nn.Module):
@@ -124,9 +160,9 @@ def build_method(method: str, seed: int = 0) -> Built:
     config, selection = config_for(f"method={method}", *tiny_widths(method))
     torch.manual_seed(seed)
     views = [normalize(v) for v in make_views(config, selection)]
-    run = selection.method.factory(config)
+    run = run_plugin(selection.method, config)
     backbone = TinyBackbone()
-    model = run.ssl_build_heads(config=config, backbone=backbone)
+    model = call(run, "ssl_build_heads", backbone=backbone)
     model.train()
     return Built(run, model, backbone, views, config)
 
@@ -147,7 +183,7 @@ def test_method_model_holds_the_backbone_object(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_method_loss_is_a_finite_scalar_with_scalar_extras(method):
     built = build_method(method)
-    out = built.run.ssl_compute_loss(model=built.model, views=built.views, step=0)
+    out = compute_loss(built)
     loss = out["loss"]
     assert isinstance(loss, torch.Tensor) and loss.shape == () and loss.is_floating_point()
     assert torch.isfinite(loss) and loss.requires_grad
@@ -160,7 +196,7 @@ def test_method_loss_is_a_finite_scalar_with_scalar_extras(method):
 def test_method_target_gets_no_gradient_and_the_online_network_does(method):
     built = build_method(method)
     frozen = [p for p in built.model.parameters() if not p.requires_grad]
-    out = built.run.ssl_compute_loss(model=built.model, views=built.views, step=0)
+    out = compute_loss(built)
     out["loss"].backward()
     assert all(p.grad is None for p in frozen)
     assert all(p.grad is not None for p in built.backbone.parameters())
@@ -169,19 +205,19 @@ def test_method_target_gets_no_gradient_and_the_online_network_does(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_method_training_step_changes_the_online_weights_only(method):
     built = build_method(method)
-    model, run = built.model, built.run
+    model = built.model
     frozen = [p for p in model.parameters() if not p.requires_grad]
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     online_before = copy.deepcopy(built.backbone.state_dict())
     frozen_before = [p.detach().clone() for p in frozen]
 
-    out = run.ssl_compute_loss(model=model, views=built.views, step=0)
+    out = compute_loss(built)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     optimizer.step()
     for before, param in zip(frozen_before, frozen, strict=True):
         assert torch.equal(before, param)  # the optimizer never touches the target
-    metrics = run.ssl_update_target(model=model, step=0, total_steps=2)
+    metrics = update_target(built)
     assert isinstance(metrics, dict) and all(isinstance(v, float) for v in metrics.values())
 
     after = built.backbone.state_dict()
@@ -192,9 +228,9 @@ def test_method_training_step_changes_the_online_weights_only(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_method_state_dict_round_trips(method):
     built = build_method(method)
-    out = built.run.ssl_compute_loss(model=built.model, views=built.views, step=0)
+    out = compute_loss(built)
     out["loss"].backward()
-    built.run.ssl_update_target(model=built.model, step=0, total_steps=2)
+    update_target(built)
     state = built.model.state_dict()
 
     fresh = build_method(method, seed=1).model
@@ -235,9 +271,9 @@ def test_method_trains_through_the_engine(method, tmp_path):
 @pytest.mark.parametrize("name", backbone_names())
 def test_backbone_gives_num_features_and_round_trips(name):
     config, selection = config_for("method=byol", f"backbone={name}")
-    build = selection.backbone.factory(config).ssl_build_backbone
+    build = run_plugin(selection.backbone, config).ssl_build_backbone
     torch.manual_seed(0)
-    backbone = build(config=config)
+    backbone = build()
     assert isinstance(backbone.num_features, int) and backbone.num_features > 0
     backbone.eval()
     x = normalize(torch.rand(2, 3, 32, 32))
@@ -245,7 +281,7 @@ def test_backbone_gives_num_features_and_round_trips(name):
     assert features.shape == (2, backbone.num_features)
     assert torch.isfinite(features).all()
     torch.manual_seed(1)
-    other = build(config=config)
+    other = build()
     other.load_state_dict(backbone.state_dict(), strict=True)
     other.eval()
     torch.testing.assert_close(other(x), features)
@@ -254,11 +290,22 @@ def test_backbone_gives_num_features_and_round_trips(name):
 # --- view generators -------------------------------------------------------------------------
 
 
+def method_taking(generator: str) -> str:
+    """A registered method that takes as many views as ``generator`` makes by default."""
+    component = REGISTRY.get("view_generator", generator)
+    made = component.views_made(component.options() if component.options else None)
+    for method in METHODS:
+        views = REGISTRY.get("method", method).views
+        if made is None or views is None or views[0] <= made <= (views[1] or made):
+            return method
+    raise AssertionError(f"no method takes the {made} views of {generator}")
+
+
 @pytest.mark.parametrize("name", REGISTRY.names("view_generator"))
 def test_view_generator_makes_unit_range_views_from_any_image(name):
-    config, selection = config_for("method=byol", f"augment={name}")
-    generator = selection.view_generator.factory(config)
-    transform = generator.ssl_sample_transform(config=config)
+    config, selection = config_for(f"method={method_taking(name)}", f"augment={name}")
+    generator = run_plugin(selection.view_generator, config)
+    transform = generator.ssl_sample_transform()
     pickle.loads(pickle.dumps(transform))  # it runs in DataLoader workers
     sample = transform(images(1)[0])
     assert set(sample) <= {"image", "views"} and sample

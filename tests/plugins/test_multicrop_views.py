@@ -24,9 +24,14 @@ def make_config(size: int = SIZE, **overrides: Any):
     return OmegaConf.create({"data": {"image_size": size}, "augment": {"name": "x", **options}})
 
 
+def make_run(config) -> multicrop.MultiCropViews:
+    options = {k: v for k, v in config.augment.items() if k != "name"}
+    return multicrop.make_run(MultiCropOptions(**options), config)
+
+
 def make_views(images: list[np.ndarray], config) -> list[torch.Tensor]:
-    run = multicrop.make_run(config)
-    transform = run.ssl_sample_transform(config=config)
+    run = make_run(config)
+    transform = run.ssl_sample_transform()
     samples = [transform(image) for image in images]
     count = len(samples[0]["views"])
     batch = {"views": [torch.stack([s["views"][i] for s in samples]) for i in range(count)]}
@@ -93,7 +98,7 @@ def test_global_views_equal_the_image_when_every_op_is_off():
 
 def test_transform_pickles_and_workers_draw_anew():
     config = make_config(local_crops_number=2)
-    transform = multicrop.make_run(config).ssl_sample_transform(config=config)
+    transform = make_run(config).ssl_sample_transform()
     image = random_images(1)[0]
     first = transform(image)["views"]
     clone = pickle.loads(pickle.dumps(transform))
@@ -102,13 +107,13 @@ def test_transform_pickles_and_workers_draw_anew():
 
 def test_inverted_local_range_is_a_config_error():
     with pytest.raises(ConfigError, match="local_crop_scale_min=0.5 is larger"):
-        multicrop.make_run(make_config(local_crop_scale_min=0.5, local_crop_scale_max=0.3))
+        make_run(make_config(local_crop_scale_min=0.5, local_crop_scale_max=0.3))
 
 
 def test_views_are_drawn_from_the_per_sample_torch_seed():
     # The loader seeds torch per sample; the same seed must give the same crops in any
     # process, or a resumed run would see other views than the run it continues.
-    transform = multicrop.make_run(make_config()).ssl_sample_transform(config=make_config())
+    transform = make_run(make_config()).ssl_sample_transform()
     (image,) = random_images(1)
 
     def views(seed: int) -> list[torch.Tensor]:

@@ -8,8 +8,6 @@ import torch
 from ssl_core import hookimpl
 from torch import nn
 
-from .options import SmallCNNOptions
-
 
 def _block(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
@@ -41,12 +39,12 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
-class SmallCNNRun:
+class SmallCNNBackbone:
     """The run plugin of ``backbone=small_cnn``."""
 
-    def __init__(self, options: SmallCNNOptions) -> None:
+    def __init__(self, options: Any) -> None:
         self.options = options
 
     @hookimpl
-    def ssl_build_backbone(self, config: Any) -> SmallCNN:
+    def ssl_build_backbone(self) -> SmallCNN:
         return SmallCNN(self.options.width)

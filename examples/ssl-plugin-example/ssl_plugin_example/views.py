@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from ssl_core import hookimpl
 
-from .options import CropFlipOptions
-
 #: Aspect-ratio range (width / height) of the random crops.
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 #: ITU-R 601 luma weights, as torchvision's grayscale.
@@ -82,7 +80,7 @@ def random_crop_flip(images: torch.Tensor, scale_min: float, flip_prob: float) -
     return F.grid_sample(images, grid, mode="bilinear", align_corners=False)
 
 
-def jitter(images: torch.Tensor, options: CropFlipOptions) -> torch.Tensor:
+def jitter(images: torch.Tensor, options: Any) -> torch.Tensor:
     """Per-image brightness and contrast factors, then grayscale with ``grayscale_prob``."""
     batch = images.shape[0]
     shape = (batch, 1, 1, 1)
@@ -101,12 +99,12 @@ def jitter(images: torch.Tensor, options: CropFlipOptions) -> torch.Tensor:
 class CropFlipViews:
     """Run plugin of the ``crop_flip`` view generator."""
 
-    def __init__(self, options: CropFlipOptions, size: int) -> None:
+    def __init__(self, options: Any, size: int) -> None:
         self.options = options
         self.size = size
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> CenterSquare:
+    def ssl_sample_transform(self) -> CenterSquare:
         return CenterSquare(self.size)
 
     @hookimpl

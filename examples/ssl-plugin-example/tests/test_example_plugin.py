@@ -12,7 +12,7 @@ import torch
 from ssl_core.plugins import get_plugins
 
 from ssl_plugin_example.barlow_twins import barlow_twins_loss
-from ssl_plugin_example.options import CropFlipOptions
+from ssl_plugin_example.plugin import CropFlipOptions
 from ssl_plugin_example.small_cnn import SmallCNN
 from ssl_plugin_example.views import CenterSquare, CropFlipViews
 

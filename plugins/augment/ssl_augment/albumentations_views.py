@@ -135,9 +135,9 @@ class MultiCrops(PipelineViews):
 class AlbumentationsViews:
     """Run plugin of the ``albumentations`` view generator."""
 
-    def __init__(self, config: Any) -> None:
-        self.size = int(config.data.image_size)
-        self.options = AugmentOptions.from_config(config)
+    def __init__(self, options: AugmentOptions, size: int) -> None:
+        self.size = size
+        self.options = options
         # Fail on bad options now rather than in a worker; this also imports albumentations
         # once, so forked workers need not. The transform seeds its own pipelines on first use.
         for recipe in self.options.views():
@@ -145,7 +145,7 @@ class AlbumentationsViews:
         self.transform = TwoViews(self.options, self.size)
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> TwoViews:
+    def ssl_sample_transform(self) -> TwoViews:
         """Both views are made here, per image, in the DataLoader workers."""
         return self.transform
 

@@ -176,15 +176,15 @@ class ViewPipeline:
 class KorniaViews:
     """Run plugin of the ``kornia`` view generator (two pipelines, built once per run)."""
 
-    def __init__(self, config: Any) -> None:
-        self.size = int(config.data.image_size)
-        self.options = AugmentOptions.from_config(config)
+    def __init__(self, options: AugmentOptions, size: int) -> None:
+        self.size = size
+        self.options = options
         self.pipelines = [ViewPipeline(self.options, r, self.size) for r in self.options.views()]
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> CenterSquare:
+    def ssl_sample_transform(self) -> CenterSquare:
         """Workers only centre-crop and resize; the views are made on the device."""
-        return CenterSquare(int(config.data.image_size))
+        return CenterSquare(self.size)
 
     @hookimpl
     def ssl_make_views(self, batch: dict[str, Any]) -> list[torch.Tensor]:

@@ -63,17 +63,15 @@ class MultiCropOptions(AugmentOptions):
         0.5, "probability of gaussian blur, local crops", min=0.0, max=1.0
     )
 
-    @classmethod
-    def from_config(cls, config: Any) -> MultiCropOptions:
-        """The options in ``config.augment``; an inverted range is a :class:`ConfigError`."""
-        options = super().from_config(config)
-        if options.local_crop_scale_min > options.local_crop_scale_max:
+    def __post_init__(self) -> None:
+        """An inverted range is a :class:`ConfigError`."""
+        super().__post_init__()
+        if self.local_crop_scale_min > self.local_crop_scale_max:
             raise ConfigError(
-                f"augment.local_crop_scale_min={options.local_crop_scale_min} is larger than "
-                f"augment.local_crop_scale_max={options.local_crop_scale_max}; the minimum "
+                f"augment.local_crop_scale_min={self.local_crop_scale_min} is larger than "
+                f"augment.local_crop_scale_max={self.local_crop_scale_max}; the minimum "
                 "must be <= the maximum"
             )
-        return options
 
     def local_size(self, image_size: int) -> int:
         """Side of the local crops in pixels for global views of ``image_size`` pixels."""
@@ -96,11 +94,11 @@ class MultiCropOptions(AugmentOptions):
 class MultiCropViews:
     """Run plugin of the ``multicrop`` view generator."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, options: MultiCropOptions, size: int) -> None:
         from .albumentations_views import build_pipeline
 
-        self.size = int(config.data.image_size)
-        self.options = MultiCropOptions.from_config(config)
+        self.size = size
+        self.options = options
         # Fail on bad options now rather than in a worker.
         for options, recipe, size in self.options.crops(self.size)[:3]:
             build_pipeline(options, recipe, size, seed=0)
@@ -109,7 +107,7 @@ class MultiCropViews:
         self.transform = MultiCrops(self.options, self.size)
 
     @hookimpl
-    def ssl_sample_transform(self, config: Any) -> Callable[[Any], dict[str, Any]]:
+    def ssl_sample_transform(self) -> Callable[[Any], dict[str, Any]]:
         """All views are made here, per image, in the DataLoader workers."""
         return self.transform
 
@@ -119,9 +117,9 @@ class MultiCropViews:
         return [v.float().div_(255.0) for v in batch["views"]]
 
 
-def make_run(config: Any) -> MultiCropViews:
+def make_run(options: MultiCropOptions, config: Any) -> MultiCropViews:
     """Factory of the ``multicrop`` generator's run plugin."""
-    return MultiCropViews(config)
+    return MultiCropViews(options, int(config.data.image_size))
 
 
 @hookimpl
@@ -130,5 +128,6 @@ def ssl_register_view_generators(register: Callable[..., None]) -> None:
         "multicrop",
         make_run,
         options=MultiCropOptions,
+        views=lambda options: 2 + options.local_crops_number,
         description="2 global views and N smaller local crops per image (DINO, SwAV), CPU workers",
     )

@@ -12,18 +12,18 @@ from ssl_core import hookimpl
 from .recipe import AugmentOptions
 
 
-def kornia_views(config: Any) -> object:
+def kornia_views(options: AugmentOptions, config: Any) -> object:
     """Factory of the ``kornia`` generator's run plugin (see :mod:`ssl_augment.kornia_views`)."""
     from .kornia_views import KorniaViews
 
-    return KorniaViews(config)
+    return KorniaViews(options, int(config.data.image_size))
 
 
-def albumentations_views(config: Any) -> object:
+def albumentations_views(options: AugmentOptions, config: Any) -> object:
     """Factory of the ``albumentations`` generator's run plugin."""
     from .albumentations_views import AlbumentationsViews
 
-    return AlbumentationsViews(config)
+    return AlbumentationsViews(options, int(config.data.image_size))
 
 
 @hookimpl
@@ -33,6 +33,7 @@ def ssl_register_view_generators(register: Any) -> None:
         "kornia",
         kornia_views,
         options=AugmentOptions,
+        views=2,
         description="BYOL views made on the training device with Kornia, drawn per sample",
         auto_for=("cuda", "mps"),
     )
@@ -40,6 +41,7 @@ def ssl_register_view_generators(register: Any) -> None:
         "albumentations",
         albumentations_views,
         options=AugmentOptions,
+        views=2,
         description="BYOL views made per image in the CPU DataLoader workers with albumentations",
         auto_for=("cpu",),
     )

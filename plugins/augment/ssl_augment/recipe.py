@@ -15,7 +15,6 @@ This module imports nothing heavy: the plugin module loads it to register the op
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,26 +48,18 @@ class AugmentOptions:
     solarize_prob_view1: float = option(0.0, "probability of solarize, view 1", min=0.0, max=1.0)
     solarize_prob_view2: float = option(0.2, "probability of solarize, view 2", min=0.0, max=1.0)
 
-    @classmethod
-    def from_config(cls, config: Any) -> AugmentOptions:
-        """The options found in ``config.augment`` (other keys, like ``name``, are the core's).
-
-        Raises :class:`ssl_core.ConfigError` when a range is inverted; single-value bounds are
-        checked by the core.
-        """
-        group = config.augment
-        values = {f.name: group[f.name] for f in dataclasses.fields(cls) if f.name in group}
-        options = cls(**values)
+    def __post_init__(self) -> None:
+        """An inverted range is a :class:`ssl_core.ConfigError`; single-value bounds are
+        checked by the core."""
         for low, high in (
             ("crop_scale_min", "crop_scale_max"),
             ("blur_sigma_min", "blur_sigma_max"),
         ):
-            if getattr(options, low) > getattr(options, high):
+            if getattr(self, low) > getattr(self, high):
                 raise ConfigError(
-                    f"augment.{low}={getattr(options, low)} is larger than "
-                    f"augment.{high}={getattr(options, high)}; the minimum must be <= the maximum"
+                    f"augment.{low}={getattr(self, low)} is larger than "
+                    f"augment.{high}={getattr(self, high)}; the minimum must be <= the maximum"
                 )
-        return options
 
     def views(self) -> tuple[ViewRecipe, ViewRecipe]:
         """The two views' draws: shared crop/flip/colour, asymmetric blur and solarize."""

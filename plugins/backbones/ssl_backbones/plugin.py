@@ -1,15 +1,17 @@
 """Entry point of the backbones plugin: registers the ``timm`` family of encoders.
 
 The family answers ``backbone=NAME`` for every model timm knows (``resnet18``, ``resnet50``,
-``vit_tiny_patch16_224``, ...). Imported whenever plugins are listed, so it imports neither
-torch nor timm at module level: timm is loaded the first time a backbone name is looked up.
+``vit_tiny_patch16_224``, ...), and is the default backbone (``resnet18``). Imported whenever
+plugins are listed, so it imports neither torch nor timm at module level: timm is loaded the
+first time a backbone name is looked up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ssl_core import hookimpl, option
 
@@ -29,33 +31,28 @@ class BackboneOptions:
         0.0, "stochastic depth rate, passed to timm (models that support it)", min=0.0, max=1.0
     )
 
-    @classmethod
-    def from_config(cls, config: Any) -> BackboneOptions:
-        """The options in ``config.backbone``; keys it leaves out keep their defaults."""
-        group = config.get("backbone") if hasattr(config, "get") else None
-        if group is None:
-            return cls()
-        return cls(**{f.name: group[f.name] for f in fields(cls) if f.name in group})
-
 
 class TimmBackbone:
-    """The run plugin of the ``timm`` family: builds ``config.backbone.name`` with timm."""
+    """The run plugin of the ``timm`` family: builds the named model with timm."""
+
+    def __init__(self, name: str, options: BackboneOptions) -> None:
+        self.name, self.options = name, options
 
     @hookimpl
-    def ssl_build_backbone(self, config: Any) -> torch.nn.Module:
+    def ssl_build_backbone(self) -> torch.nn.Module:
         from .timm_backbone import create_backbone
 
-        options = BackboneOptions.from_config(config)
         return create_backbone(
-            str(config.backbone.name),
-            small_input=options.small_input,
-            drop_path_rate=options.drop_path_rate,
+            self.name,
+            small_input=self.options.small_input,
+            drop_path_rate=self.options.drop_path_rate,
         )
 
+    @hookimpl
+    def ssl_export_hint(self, path: Path) -> str:
+        from .timm_backbone import export_hint
 
-def make_run(config: Any) -> TimmBackbone:
-    """Factory of the ``timm`` family; the backbone's name and options are read at build time."""
-    return TimmBackbone()
+        return export_hint(path, self.name, self.options.small_input)
 
 
 def is_timm_model(name: str) -> bool:
@@ -82,9 +79,10 @@ def timm_models() -> list[str]:
 def ssl_register_backbones(register: Callable[..., None]) -> None:
     register(
         "timm",
-        make_run,
+        TimmBackbone,
         options=BackboneOptions,
         description="any timm model, e.g. resnet18, resnet50, vit_tiny_patch16_224",
         matches=is_timm_model,
         catalog=timm_models,
+        default="resnet18",
     )

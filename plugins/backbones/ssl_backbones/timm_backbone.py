@@ -5,6 +5,8 @@ Loaded only when a run builds its backbone, since it imports torch and timm.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 from torch import nn
 
@@ -63,3 +65,20 @@ def use_small_input_stem(model: nn.Module, name: str) -> None:
     nn.init.kaiming_normal_(stem.weight, mode="fan_out", nonlinearity="relu")
     model.conv1 = stem.to(device=conv1.weight.device, dtype=conv1.weight.dtype)
     model.maxpool = nn.Identity()
+
+
+def export_hint(path: Path, name: str, small_input: bool) -> str:
+    """How to load an exported encoder of timm model ``name`` with timm, for the terminal."""
+    if small_input:
+        return (
+            f"note: this encoder has the small-input ResNet stem (backbone.small_input=true: "
+            f"3x3 stride-1 conv1, no max-pool), which timm.create_model('{name}') lacks, so "
+            "timm alone cannot load conv1; load it with\n"
+            f"  ssl_core.load_encoder('{path}', backbone='{name}', "
+            "overrides={'backbone.small_input': True})"
+        )
+    return (
+        "load it with\n"
+        f"  timm.create_model('{name}', pretrained=True, num_classes=0, "
+        f"pretrained_cfg_overlay=dict(file='{path}'))"
+    )

@@ -14,7 +14,7 @@ from .split import check_val_fraction, stratified_split
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ssl_core.data import ImageData
+    from ssl_core import ImageData
 
 _DIGITS_CLASSES = 10
 _DIGITS_MAX_VALUE = 16.0
@@ -44,12 +44,14 @@ class ArrayImages(Sequence):
 class DigitsDataset:
     """Run plugin of ``data=digits``: scikit-learn's 8×8 digits upsampled to ``S×S``."""
 
-    def __init__(self, val_fraction: float) -> None:
+    def __init__(self, val_fraction: float, config: DictConfig) -> None:
         self.val_fraction = val_fraction
+        self.config = config
 
     @hookimpl
-    def ssl_build_dataset(self, config: DictConfig) -> ImageData:
-        from ssl_core.data import ImageData
+    def ssl_build_dataset(self) -> ImageData:
+        config = self.config
+        from ssl_core import ImageData
 
         val_fraction = check_val_fraction(self.val_fraction)
         images, labels = load_digits(int(config.data.image_size))

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssl_core import hookimpl
-from ssl_core.errors import UserError
+from ssl_core import UserError, hookimpl
 
 from .images import UnreadableImage, check_image, pil_to_rgb, reason
 from .split import check_val_fraction, stratified_split
@@ -19,7 +18,7 @@ from .split import check_val_fraction, stratified_split
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ssl_core.data import ImageData
+    from ssl_core import ImageData
 
 #: File extensions the ``folder`` dataset reads (compared case-insensitively).
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
@@ -136,7 +135,10 @@ class FolderDataset:
     A single subfolder is not taken as one class: a one-class kNN score says nothing.
     """
 
-    def __init__(self, path: str | None, val_fraction: float, strict: bool = False) -> None:
+    def __init__(
+        self, path: str | None, val_fraction: float, strict: bool = False, *, config: DictConfig
+    ) -> None:
+        self.config = config
         self.path = path
         self.val_fraction = val_fraction
         self.strict = bool(strict)
@@ -152,8 +154,9 @@ class FolderDataset:
         return root
 
     @hookimpl
-    def ssl_build_dataset(self, config: DictConfig) -> ImageData:
-        from ssl_core.data import ImageData
+    def ssl_build_dataset(self) -> ImageData:
+        config = self.config
+        from ssl_core import ImageData
 
         root = self._root()
         files = self._readable(root)

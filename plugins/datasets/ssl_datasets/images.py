@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssl_core.errors import UserError
+from ssl_core import UserError
 
 if TYPE_CHECKING:
     from PIL import Image

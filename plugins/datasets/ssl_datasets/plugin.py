@@ -46,29 +46,23 @@ class SyntheticOptions:
     val_fraction: float = _val_fraction(0.25)
 
 
-def _digits(config: DictConfig) -> Any:
+def _digits(options: DigitsOptions, config: DictConfig) -> Any:
     from .digits import DigitsDataset
 
-    return DigitsDataset(val_fraction=config.data.val_fraction)
+    return DigitsDataset(options.val_fraction, config)
 
 
-def _folder(config: DictConfig) -> Any:
+def _folder(options: FolderOptions, config: DictConfig) -> Any:
     from .folder import FolderDataset
 
-    return FolderDataset(
-        path=config.data.path,
-        val_fraction=config.data.val_fraction,
-        strict=config.data.get("strict", False),
-    )
+    return FolderDataset(options.path, options.val_fraction, options.strict, config=config)
 
 
-def _synthetic(config: DictConfig) -> Any:
+def _synthetic(options: SyntheticOptions, config: DictConfig) -> Any:
     from .synthetic import SyntheticDataset
 
     return SyntheticDataset(
-        num_samples=config.data.num_samples,
-        num_classes=config.data.num_classes,
-        val_fraction=config.data.val_fraction,
+        options.num_samples, options.num_classes, options.val_fraction, config=config
     )
 
 
@@ -78,6 +72,7 @@ def ssl_register_datasets(register: Callable[..., None]) -> None:
         "digits",
         _digits,
         options=DigitsOptions,
+        default=True,
         description="scikit-learn's 8x8 handwritten digits (1797 images, 10 classes, offline)",
     )
     register(

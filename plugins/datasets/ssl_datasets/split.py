@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssl_core.errors import ConfigError
+from ssl_core import ConfigError
 
 # Independent random streams drawn from the one ``trainer.seed``.
 SPLIT_STREAM = 0

@@ -21,7 +21,7 @@ from .split import (
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from ssl_core.data import ImageData
+    from ssl_core import ImageData
 
 
 class SyntheticImages(Sequence):
@@ -69,14 +69,18 @@ class SyntheticDataset:
     Labels cycle ``0, 1, ..., num_classes-1`` over the samples, so classes are balanced.
     """
 
-    def __init__(self, num_samples: int, num_classes: int, val_fraction: float) -> None:
+    def __init__(
+        self, num_samples: int, num_classes: int, val_fraction: float, *, config: DictConfig
+    ) -> None:
+        self.config = config
         self.num_samples = num_samples
         self.num_classes = num_classes
         self.val_fraction = val_fraction
 
     @hookimpl
-    def ssl_build_dataset(self, config: DictConfig) -> ImageData:
-        from ssl_core.data import ImageData
+    def ssl_build_dataset(self) -> ImageData:
+        config = self.config
+        from ssl_core import ImageData
 
         val_fraction = check_val_fraction(self.val_fraction)
         seed = int(config.trainer.seed)

@@ -1,67 +1,66 @@
-"""The MoCo v3 model: query encoder, predictor, and the momentum encoder that follows them."""
+"""MoCo v3's networks and loss (Chen, Xie & He 2021, arXiv 2104.02057)."""
 
 from __future__ import annotations
 
-import copy
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .heads import MLP
-from .options import MoCoV3Options
+from ssl_core import EMA, forward_views, gather, mlp, momentum_copy, rank
+
+
+def infonce_loss(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
+    """ctr(q, k) = 2τ · CrossEntropy(q·kᵀ/τ, own key), q and k ℓ2-normalized (Algorithm 1).
+
+    ``q`` and ``k`` (keys of the other view) are ``[B, d]`` on each process. Keys are gathered
+    from every process, so each query is told apart from the keys of the global batch; its
+    positive sits at row ``rank·B + i``. The 2τ factor makes the gradient scale free of τ.
+    Returns a float32 scalar.
+    """
+    # fp32 even under autocast: logits divided by a small τ overflow in fp16.
+    q = F.normalize(q.float(), dim=1)
+    k = gather(F.normalize(k.detach().float(), dim=1))
+    labels = torch.arange(q.shape[0], device=q.device) + q.shape[0] * rank()
+    return F.cross_entropy(q @ k.T / temperature, labels) * (2.0 * temperature)
 
 
 class MoCoV3Model(nn.Module):
-    """Base encoder f_q (backbone + projector), predictor, momentum encoder f_k.
+    """Base encoder f_q (backbone + projector) with a predictor, and momentum encoder f_k.
 
-    Chen, Xie & He 2021 (arXiv 2104.02057). ``encoder`` is the backbone object itself (the
-    engine evaluates and exports it). ``momentum_encoder`` and ``momentum_projector`` start as
-    copies of the online ones, never receive gradients (``requires_grad=False``) and move only
-    through the EMA update after each optimizer step; they run in the same train/eval mode,
-    so their BatchNorm statistics come from their own forward passes.
+    ``encoder`` is the backbone object itself (the engine evaluates and exports it); the
+    momentum encoder and projector follow it by EMA (logged as ``momentum``).
     """
 
-    def __init__(self, backbone: nn.Module, options: MoCoV3Options) -> None:
+    def __init__(self, backbone: nn.Module, options: object) -> None:
         super().__init__()
-        num_features = getattr(backbone, "num_features", None)
-        if not isinstance(num_features, int):
-            raise TypeError(
-                f"MoCo v3 needs a backbone exposing an int `num_features`; "
-                f"{type(backbone).__name__} has {num_features!r}"
-            )
         self.encoder = backbone
-        self.projector = MLP(
-            options.proj_layers,
-            num_features,
+        self.projector = mlp(
+            backbone.num_features,
             options.proj_hidden_dim,
             options.proj_dim,
-            last_bn=True,
+            layers=options.proj_layers,
+            last_batch_norm=True,
         )
-        self.predictor = MLP(
-            2, options.proj_dim, options.pred_hidden_dim, options.proj_dim, last_bn=False
+        self.predictor = mlp(
+            options.proj_dim, options.pred_hidden_dim, options.proj_dim, last_bias=False
         )
-        self.momentum_encoder = copy.deepcopy(backbone)
-        self.momentum_projector = copy.deepcopy(self.projector)
-        for param in self.target_parameters():
-            param.requires_grad_(False)
-
-    def online_parameters(self) -> list[nn.Parameter]:
-        """Encoder and projector parameters, in the order of :meth:`target_parameters`."""
-        return [*self.encoder.parameters(), *self.projector.parameters()]
-
-    def target_parameters(self) -> list[nn.Parameter]:
-        """Momentum encoder and projector parameters, each following its online twin."""
-        return [*self.momentum_encoder.parameters(), *self.momentum_projector.parameters()]
+        self.momentum_encoder = momentum_copy(backbone)
+        self.momentum_projector = momentum_copy(self.projector)
+        self.ema = EMA(
+            {"momentum_encoder": "encoder", "momentum_projector": "projector"},
+            tau_base=options.momentum,
+            metric="momentum",
+        )
 
     def query(self, view: torch.Tensor) -> torch.Tensor:
-        """q = predictor(projector(f(v))): ``[B, 3, H, W]`` → ``[B, proj_dim]``."""
+        """q = predictor(projector(f(v)))."""
         return self.predictor(self.projector(self.encoder(view)))
 
     @torch.no_grad()
     def key(self, view: torch.Tensor) -> torch.Tensor:
-        """k = projector_k(f_k(v)), no gradient: ``[B, 3, H, W]`` → ``[B, proj_dim]``."""
+        """k = projector_k(f_k(v)), without gradient."""
         return self.momentum_projector(self.momentum_encoder(view))
 
     def forward(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Queries and keys of each view, in the order of ``views``, one view at a time."""
-        return [self.query(v) for v in views], [self.key(v) for v in views]
+        """Queries and keys of each view; BatchNorm sees each view alone, as in the reference."""
+        return forward_views(self, views, self.query), forward_views(self, views, self.key)
