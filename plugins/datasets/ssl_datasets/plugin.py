@@ -35,7 +35,19 @@ class FolderOptions:
     path: str | None = option(None, "folder of images; class subfolders make it labelled")
     val_fraction: float = _val_fraction(0.2)
     strict: bool = option(
-        False, "stop on a corrupt or unreadable image instead of skipping it with a warning"
+        False,
+        "stop on a corrupt or unreadable image (when it is loaded), an unreadable subfolder or "
+        "a file_list line naming no file, instead of skipping it with a warning",
+    )
+    file_list: str | None = option(
+        None,
+        "CSV naming the images, one per line: path or path,label (class name or int); paths "
+        "relative to data.path when given, else to the list's folder",
+    )
+    cache_dir: str | None = option(
+        None,
+        "folder for the cached index of the files (null: $SSL_CORE_CACHE/folder-index, else "
+        "~/.cache/ssl_core/folder-index)",
     )
 
 
@@ -59,6 +71,8 @@ def _folder(config: DictConfig) -> Any:
         path=config.data.path,
         val_fraction=config.data.val_fraction,
         strict=config.data.get("strict", False),
+        file_list=config.data.get("file_list"),
+        cache_dir=config.data.get("cache_dir"),
     )
 
 
@@ -84,7 +98,7 @@ def ssl_register_datasets(register: Callable[..., None]) -> None:
         "folder",
         _folder,
         options=FolderOptions,
-        description="image files under data.path; class subfolders give labels",
+        description="image files under data.path or named in data.file_list; class subfolders or a label column give labels",
     )
     register(
         "synthetic",
