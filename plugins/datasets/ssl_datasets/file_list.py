@@ -50,7 +50,7 @@ def _parse(
 
     try:
         with open(list_path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)
             header_allowed = True
             try:
                 for row in reader:
