@@ -1,8 +1,8 @@
 """``data=folder`` over a big tree: the first open (every folder listed, the index saved) and
 a cached one (the index read back), each timed as the engine builds the dataset.
 
-The tree is ``folders x files`` hard links to four tiny PNGs (one inode each, so a million
-entries cost directory blocks only), under the system temp dir; it is removed afterwards,
+The tree is ``folders x files`` hard links to a few tiny PNGs (20 inodes for a million
+entries, which cost directory blocks only), under the system temp dir; it is removed afterwards,
 also when the benchmark fails or is stopped (Ctrl-C, SIGTERM). The same part times reading
 the first bytes of files, the check the scan does not make: on a warm page cache, and on
 files whose pages were dropped from it.
@@ -74,22 +74,29 @@ def removed_afterwards(prefix: str, timing: dict[str, float]) -> Iterator[Path]:
             signal.signal(signal.SIGTERM, previous)
 
 
+#: Hard links per source image: ext4 allows 65,000 links to one inode.
+LINKS_PER_SOURCE = 50_000
+
+
 def _make_tree(root: Path, folders: int, per_folder: int) -> None:
+    """``folders`` class folders of ``per_folder`` hard links each, to a few tiny PNGs."""
     from PIL import Image
 
-    sources = []
-    for shade in range(4):
-        source = root / f"source{shade}.png"
-        Image.new("RGB", (8, 8), (60 * shade, 0, 0)).save(source)
-        sources.append(str(source))
+    sources: list[str] = []
     tree = root / "tree"
     tree.mkdir()
+    made = 0
     for c in range(folders):
         where = tree / f"class{c:05d}"
         where.mkdir()
         base = str(where)
         for i in range(per_folder):
-            os.link(sources[i % 4], f"{base}/{i:07d}.png")
+            if made % LINKS_PER_SOURCE == 0:
+                source = root / f"source{len(sources)}.png"
+                Image.new("RGB", (8, 8), (len(sources) % 256, 0, 0)).save(source)
+                sources.append(str(source))
+            os.link(sources[-1], f"{base}/{i:07d}.png")
+            made += 1
 
 
 def timed_build(root: Path, cache: Path) -> tuple[Any, float]:

@@ -46,8 +46,8 @@ class FolderOptions:
     )
     cache_dir: str | None = option(
         None,
-        "folder for the cached index of the files (null: $SSL_CORE_CACHE/folder-index, else "
-        "~/.cache/ssl_core/folder-index)",
+        "folder for the cached list of files (null: $SSL_CORE_CACHE/folder-index, else "
+        "$XDG_CACHE_HOME or ~/.cache, then ssl_core/folder-index)",
     )
 
 
