@@ -22,7 +22,7 @@ from .images import reason
 from .index import Index, Skips
 from .paths import PathTable
 from .progress import ScanProgress
-from .scan import _special
+from .scan import describe_special
 
 _HEADER_PATHS = frozenset({"path", "file", "filename", "image"})
 _HEADER_LABELS = frozenset({"label", "class", "target"})
@@ -118,7 +118,7 @@ def _why_not_a_file(entry: os.DirEntry | None) -> str | None:
         mode = entry.stat(follow_symlinks=False).st_mode
     if stat.S_ISREG(mode):
         return None
-    return "a folder" if stat.S_ISDIR(mode) else _special(mode)
+    return "a folder" if stat.S_ISDIR(mode) else describe_special(mode)
 
 
 def read_file_list(

@@ -43,7 +43,8 @@ def is_image_name(name: str) -> bool:
     return dot > 0 and name[dot:].lower() in _EXTENSIONS
 
 
-def _special(mode: int) -> str:
+def describe_special(mode: int) -> str:
+    """What a file that is not a regular file is, from its ``st_mode``: "a pipe", ..."""
     if stat.S_ISFIFO(mode):
         return "a pipe"
     if stat.S_ISSOCK(mode):
@@ -119,7 +120,7 @@ def scan_folder(root: str, progress: ScanProgress | None = None) -> Index:
                 elif entry.is_symlink():
                     _follow(entry, rel, real_root, inside, files, subdirs, skipped)
                 elif is_image_name(name):
-                    skipped["special"].add(rel + name, _special(entry.stat().st_mode))
+                    skipped["special"].add(rel + name, describe_special(entry.stat().st_mode))
             except OSError as error:  # the entry went away while the folder was read
                 if is_image_name(name):
                     skipped["broken_link"].add(rel + name, error.strerror or reason(error))
@@ -175,4 +176,4 @@ def _follow(
     elif stat.S_ISREG(mode):
         files.append(name)
     else:
-        skipped["special"].add(rel + name, _special(mode))
+        skipped["special"].add(rel + name, describe_special(mode))
