@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("step", "views", "end-to-end", "memory")
+PARTS = ("step", "views", "end-to-end", "memory", "folder")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sizes", default="32,96,224", help="view sizes of the views part (default: 32,96,224)"
     )
+    parser.add_argument(
+        "--folder-tree",
+        help="folders x files of the folder part's tree (default: 1000x1000; 20x50 with --quick)",
+    )
     parser.add_argument("--output", type=Path, help="also write the report to this file")
     return parser
 
@@ -57,10 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         print(f"error: --sizes={args.sizes!r} is not a list of integers", file=sys.stderr)
         return 2
+    tree = args.folder_tree or ("20x50" if args.quick else "1000x1000")
+    try:
+        folders, per_folder = (int(n) for n in tree.lower().split("x"))
+        if folders < 2 or per_folder < 2:
+            raise ValueError
+    except ValueError:
+        print(
+            f"error: --folder-tree={tree!r} is not FOLDERSxFILES of at least 2x2 (e.g. 1000x1000)",
+            file=sys.stderr,
+        )
+        return 2
 
     import torch
 
-    from benchmarks import end_to_end, memory, step, views
+    from benchmarks import end_to_end, folder, memory, step, views
     from benchmarks.common import Setting, log, machine, table
 
     device = args.device
@@ -103,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in parts:
         cases = ["hand", "engine"] if args.quick else list(memory.CASES)
         emit(memory.report(setting, memory.measure(setting, cases)))
+    if "folder" in parts:
+        emit(folder.report(folder.measure(folders, per_folder)))
     elapsed = time.perf_counter() - started
     emit(f"Suite time: {elapsed / 60:.1f} min.")
     log(f"done in {elapsed:.0f} s")

@@ -15,7 +15,8 @@ For plugin authors:
   networks the core updates), :class:`ParamGroup` and :func:`param_groups` (a method's own
   optimization rules), :func:`forward_views` (several views in one pass, BatchNorm per view);
 - :func:`gather`, :func:`rank`, :func:`world_size`: losses over the batch of every process;
-- :func:`cosine_tau` and :func:`ema_update_`, for a method that updates its target itself.
+- :func:`cosine_tau` and :func:`ema_update_`, for a method that updates its target itself;
+- :func:`write_atomic`: a file written whole or not at all (a dataset's cache, say).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ _LAZY = {
     "gather": "ssl_core.training.distributed",
     "rank": "ssl_core.training.distributed",
     "world_size": "ssl_core.training.distributed",
+    "write_atomic": "ssl_core.files",
 }
 
 __all__ = [

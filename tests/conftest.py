@@ -11,8 +11,13 @@ from ssl_core.plugins import Plugins, get_plugins
 
 @pytest.fixture(autouse=True)
 def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run each test in its own folder: MLflow puts a SQLite store's artifacts in ./mlruns."""
+    """Run each test in its own folder: MLflow puts a SQLite store's artifacts in ./mlruns.
+
+    The index caches of ``data=folder`` go beside it (not in it: a data folder may be
+    ``tmp_path``), not to ``~/.cache``.
+    """
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSL_CORE_CACHE", f"{tmp_path}-cache")
 
 
 @pytest.fixture

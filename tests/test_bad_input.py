@@ -132,31 +132,50 @@ def test_unreadable_data_directory_is_one_line(tmp_path, monkeypatch, capsys):
     nothing_left(tmp_path)
 
 
+CORRUPT = ("cut.png", "cut.webp", "notes.jpg")
+
+
 def save_with_corrupt(root: Path) -> None:
-    save_mixed(root, count=12)
+    """16 files: 13 images of mixed modes, and 3 named like images that do not decode."""
+    save_mixed(root, count=13)
     (root / "notes.jpg").write_bytes(b"a text file named like an image")
     (root / "cut.png").write_bytes(truncated("PNG"))
     (root / "cut.webp").write_bytes(truncated("WEBP"))
 
 
-def test_corrupt_images_are_skipped_and_counted_with_one_warning(tmp_path, capsys):
+def test_corrupt_images_are_skipped_when_loaded_with_a_warning_each(tmp_path, capsys):
+    # The scan opens no file: each corrupt one is met when its batch is loaded. Four steps
+    # of 4 load all 16 files once.
     save_with_corrupt(tmp_path / "images")
-    assert cli.main(run_args(tmp_path, "tracking.enabled=false")) == 0
+    args = run_args(tmp_path, "trainer.max_steps=4", "tracking.enabled=false")
+    assert cli.main(args) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert warnings == [
-        f"warning: skipped 3 unreadable images under {tmp_path / 'images'}: "
-        "cut.png, cut.webp, notes.jpg"
-    ]
+    assert len(warnings) == 3
+    named = []
+    for count, line in enumerate(warnings, start=1):
+        prefix = f"warning: cannot read image {tmp_path / 'images'}/"
+        assert line.startswith(prefix)
+        named.append(line[len(prefix) :].split(" ", 1)[0])
+        so_far = "1 unreadable image" if count == 1 else f"{count} unreadable images"
+        assert line.endswith(f"is used in its place ({so_far} so far in this process)")
+    assert sorted(named) == list(CORRUPT)
 
 
-def test_corrupt_images_with_strict_stop_before_the_run(tmp_path, capsys):
+def test_corrupt_images_with_strict_stop_the_run_when_loaded(tmp_path, capsys):
     save_with_corrupt(tmp_path / "images")
-    assert cli.main(run_args(tmp_path, "data.strict=true")) == 2
+    args = run_args(tmp_path, "trainer.max_steps=4", "data.strict=true")
+    assert cli.main(args) == 2
     line = one_error(capsys.readouterr().err)
-    assert "3 unreadable images under data.path=" in line and "(data.strict=true)" in line
-    assert "notes.jpg (cannot identify image file" in line
-    nothing_left(tmp_path)
+    prefix = f"error: cannot read image {tmp_path / 'images'}/"
+    assert line.startswith(prefix) and line[len(prefix) :].split(":", 1)[0] in CORRUPT
+    assert line.endswith("fix or remove it, or set data.strict=false to skip unreadable images")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    (status,) = mlflow.search_runs(search_all_experiments=True)["status"]
+    assert status == "FAILED"
 
 
 def test_image_that_fails_only_when_decoded_is_replaced_or_fatal_with_strict(tmp_path, capfd):

@@ -5,9 +5,11 @@ Nothing here asserts a speed; the machine running the tests may be shared and no
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,7 +68,7 @@ def test_quick_suite_prints_every_table() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    for heading in ("### Step overhead", "### Views", "### End to end", "### Memory"):
+    for heading in ("### Step overhead", "### Views", "### End to end", "### Memory", "### Folder"):
         assert heading in out, heading
     assert re.search(r"\| hand-written loop \| \d+ \| .* \| 1\.00× \|", out)
     assert re.search(r"\| ssl_core, defaults \| \d+ \|", out)
@@ -86,5 +88,54 @@ def test_unknown_part_is_one_line_and_exit_2() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "error: unknown part 'steps' in --only; valid: step, views, end-to-end, memory"
+        "error: unknown part 'steps' in --only; valid: step, views, end-to-end, memory, folder"
+    )
+
+
+def test_quick_folder_part_times_both_opens_and_removes_its_tree(tmp_path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the tree goes under the system temp dir
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "folder"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "### Folder scan: data=folder over 1,020 entries (20 folders x 50 files; " in out
+    assert re.search(r"\| first open: list every folder, save the index \| \d+\.\d\d s \|", out)
+    assert re.search(r"\| cached open \(median of 3\) \| \d+\.\d\d s \|", out)
+    assert "making 20 x 50 hard links under " + str(tmp_path) in done.stderr
+    assert list(tmp_path.glob("ssl-bench-folder-*")) == []  # (torch leaves a cache of its own)
+
+
+def test_folder_tree_is_removed_when_the_benchmark_fails(bench, tmp_path, monkeypatch) -> None:
+    import benchmarks.folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def fail(root, cache):
+        assert any(root.iterdir())
+        raise RuntimeError("the build broke")
+
+    monkeypatch.setattr(benchmarks.folder, "timed_build", fail)
+    with pytest.raises(RuntimeError, match="the build broke"):
+        benchmarks.folder.measure(3, 4)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_folder_tree_is_one_line_and_exit_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "folder", "--folder-tree", "1000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: --folder-tree='1000' is not FOLDERSxFILES of at least 2x2 (e.g. 1000x1000)"
     )

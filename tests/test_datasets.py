@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
-from ssl_datasets import folder, images, plugin, split
+from ssl_datasets import folder, images, plugin, scan, split
 
 from ssl_core import UserError
 from ssl_core.config import component_options
@@ -157,7 +157,7 @@ def test_folder_with_class_subfolders_is_labelled(tmp_path: Path) -> None:
 
 def test_folder_converts_every_mode_to_rgb(tmp_path: Path) -> None:
     save_images(tmp_path)
-    files = folder.FolderImages([str(p) for p in folder.find_images(tmp_path)], [0] * 6)
+    files = folder.FolderImages(scan.scan_folder(str(tmp_path)).paths, [0] * 6)
     images = {Path(p).name: files[i][0] for i, p in enumerate(files.paths)}
     assert images["gray.png"].shape == (20, 30, 3) and (images["gray.png"] == 100).all()
     alpha = images["alpha.PNG"]
@@ -253,7 +253,7 @@ def save_good(root: Path, count: int, prefix: str = "good") -> None:
 
 
 def save_corrupt(root: Path) -> list[str]:
-    """Files that the scan rejects: not an image, a truncated PNG, a truncated WebP."""
+    """Files named like images that do not decode: not an image, a truncated PNG and WebP."""
     (root / "text.jpg").write_bytes(b"not a jpeg")
     png = encoded("PNG")
     (root / "cut.png").write_bytes(png[: len(png) // 2])
@@ -268,59 +268,91 @@ def save_truncated_jpeg(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-def test_check_image_rejects_what_pil_cannot_open_or_verify(tmp_path: Path) -> None:
-    save_good(tmp_path, 1)
-    names = save_corrupt(tmp_path)
-    assert images.check_image(tmp_path / "good0.png") is None
-    for name in names:
-        reason = images.check_image(tmp_path / name)
-        assert reason and "\n" not in reason, name
-    save_truncated_jpeg(tmp_path / "late.jpg")
-    assert images.check_image(tmp_path / "late.jpg") is None  # caught only when loaded
+def warnings_of(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("warning:")]
 
 
-def test_corrupt_files_are_skipped_with_one_warning_naming_them(tmp_path: Path, capsys) -> None:
+def test_corrupt_files_are_listed_without_being_opened(tmp_path: Path, capsys) -> None:
+    # The scan reads folders only: a corrupt file is found when it is loaded, not before.
     save_good(tmp_path, 3)
     names = save_corrupt(tmp_path)
     data = build("folder", path=str(tmp_path))
-    assert sorted(Path(p).name for p in data.train.paths) == ["good0.png", "good1.png", "good2.png"]
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == f"warning: skipped 3 unreadable images under {tmp_path}: " + ", ".join(names)
-
-
-def test_the_warning_names_a_few_and_counts_the_rest(tmp_path: Path, capsys) -> None:
-    save_good(tmp_path, 2)
-    for i in range(8):
-        (tmp_path / f"bad{i}.png").write_bytes(b"garbage")
-    build("folder", path=str(tmp_path))
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "skipped 8 unreadable images" in line
-    assert line.endswith("bad0.png, bad1.png, bad2.png, bad3.png, bad4.png and 3 more")
-
-
-def test_strict_makes_corrupt_files_one_error_naming_them(tmp_path: Path, capsys) -> None:
-    save_good(tmp_path, 3)
-    save_corrupt(tmp_path)
-    with pytest.raises(UserError) as info:
-        build("folder", path=str(tmp_path), strict=True)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"3 unreadable images under data.path={tmp_path} (data.strict=true)")
-    assert "text.jpg (cannot identify image file" in message
-    assert "cut.png (" in message and "cut.webp (" in message
-    assert "data.strict=false" in message
+    assert sorted(Path(p).name for p in data.train.paths) == sorted(
+        names + ["good0.png", "good1.png", "good2.png"]
+    )
     assert capsys.readouterr().err == ""
 
 
-def test_only_corrupt_files_is_the_no_images_error(tmp_path: Path) -> None:
+def test_corrupt_files_are_skipped_when_loaded_with_a_warning_naming_each(
+    tmp_path: Path, capsys
+) -> None:
+    save_good(tmp_path, 3)
     save_corrupt(tmp_path)
-    with pytest.raises(UserError) as info:
-        build("folder", path=str(tmp_path))
-    message = str(info.value)
-    assert message == (
-        f"no readable images found under data.path={tmp_path}: "
-        "3 unreadable images (cut.png, cut.webp, text.jpg)"
+    data = build("folder", path=str(tmp_path))
+    loaded = [image for image, _ in data.train]
+    assert len(loaded) == 6  # every index gives an image: a readable one stands in
+    paths = data.train.paths
+    for i, path in enumerate(paths):
+        if Path(path).name.startswith("good"):
+            assert np.array_equal(loaded[i], data.train[i][0])
+    bad_order = [Path(p).name for p in paths if not Path(p).name.startswith("good")]
+    lines = warnings_of(capsys.readouterr().err)
+    assert len(lines) == 3  # once per file
+    for n, (line, name) in enumerate(zip(lines, bad_order, strict=True), start=1):
+        assert line.startswith(f"warning: cannot read image {tmp_path / name} (")
+        so_far = "1 unreadable image" if n == 1 else f"{n} unreadable images"
+        assert line.endswith(
+            f"the next readable image is used in its place ({so_far} so far in this process)"
+        )
+    assert "cannot identify image file" in next(line for line in lines if "text.jpg" in line)
+
+
+def test_the_load_warnings_name_five_then_count_by_powers_of_ten(tmp_path: Path, capsys) -> None:
+    save_good(tmp_path / "a", 1)
+    for i in range(12):
+        (tmp_path / f"bad{i:02d}.png").write_bytes(b"garbage")
+    data = build("folder", path=str(tmp_path))
+    assert Path(data.train.paths[0]).name == "bad00.png"
+    image, _ = data.train[0]  # bad00..bad11 fail, a/good0.png stands in
+    assert np.array_equal(image, data.train[12][0])
+    lines = warnings_of(capsys.readouterr().err)
+    assert [line.split()[4].rsplit("/", 1)[1] for line in lines] == [
+        "bad00.png",
+        "bad01.png",
+        "bad02.png",
+        "bad03.png",
+        "bad04.png",
+        "bad09.png",
+    ]
+    assert lines[-1].endswith("(10 unreadable images so far in this process)")
+
+
+def test_strict_makes_a_corrupt_file_one_error_when_loaded(tmp_path: Path, capsys) -> None:
+    save_good(tmp_path, 3)
+    save_corrupt(tmp_path)
+    data = build("folder", path=str(tmp_path), strict=True)  # the scan opens nothing
+    names = [Path(p).name for p in data.train.paths]
+    for name in ("text.jpg", "cut.png", "cut.webp"):
+        with pytest.raises(images.UnreadableImage) as info:
+            data.train[names.index(name)]
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"cannot read image {tmp_path / name}: ")
+        assert message.endswith(
+            "fix or remove it, or set data.strict=false to skip unreadable images"
+        )
+    assert capsys.readouterr().err == ""
+
+
+def test_only_corrupt_files_fail_when_the_first_is_loaded(tmp_path: Path, capsys) -> None:
+    save_corrupt(tmp_path)
+    data = build("folder", path=str(tmp_path))
+    with pytest.raises(images.UnreadableImage) as info:
+        data.train[0]
+    assert str(info.value).startswith(
+        f"none of the 3 images could be read, e.g. {tmp_path / 'cut.png'}: "
     )
+    assert len(warnings_of(capsys.readouterr().err)) == 3
 
 
 def deny(monkeypatch, denied: Path) -> None:
@@ -373,7 +405,9 @@ def test_image_failing_at_load_is_replaced_by_the_next_with_one_warning(
     assert np.array_equal(first[0], again[0])
     (line,) = capsys.readouterr().err.strip().splitlines()  # once per file
     assert line.startswith(f"warning: cannot read image {tmp_path / 'good1.jpg'} (image file is")
-    assert line.endswith("the next readable image is used in its place")
+    assert line.endswith(
+        "the next readable image is used in its place (1 unreadable image so far in this process)"
+    )
     assert len(list(data.train)) == 4  # iteration still ends
 
 

@@ -6,9 +6,10 @@ imported only when a dataset is built.
 
 - ``digits``: scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), so a run
   works offline out of the box; upsampled once to ``data.image_size``.
-- ``folder``: every image file under ``data.path``, loaded lazily; first-level subfolders are
-  the classes when every image sits in one. Files that do not open as images are skipped with
-  one warning (or stop the run with ``data.strict=true``).
+- ``folder``: every image file under ``data.path`` (or named in ``data.file_list``), listed
+  without being opened and loaded lazily; first-level subfolders (or the list's labels) are
+  the classes. The list of files is cached between runs. A file that does not decode is
+  skipped when it is loaded, with a warning (or stops the run with ``data.strict=true``).
 - ``synthetic``: seeded random images whose classes differ by mean colour (tests, smoke runs).
 
 Labelled datasets are split into train/val per class (stratified), seeded by ``trainer.seed``:

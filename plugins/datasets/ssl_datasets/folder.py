@@ -1,18 +1,30 @@
-"""``data=folder``: every image file under ``data.path``, loaded lazily; class subfolders give labels."""
+"""``data=folder``: the image files under ``data.path`` or named in ``data.file_list``.
+
+Files are listed, not opened, when the dataset is built (:mod:`ssl_datasets.scan`,
+:mod:`ssl_datasets.file_list`), and the list is cached (:mod:`ssl_datasets.index`); each file
+is decoded when it is loaded, and one that fails is skipped or, with ``data.strict=true``,
+stops the run.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ssl_core import UserError, hookimpl
 
-from .images import UnreadableImage, check_image, pil_to_rgb, reason
+from .file_list import read_file_list
+from .images import UnreadableImage, pil_to_rgb, reason
+from .index import SETTLE_S, Index, Skips, cache_file, cache_folder, load, save
+from .paths import PathTable
+from .progress import ScanProgress
+from .scan import IMAGE_EXTENSIONS, SKIP_KINDS, scan_folder
 from .split import check_val_fraction, stratified_split
 
 if TYPE_CHECKING:
@@ -20,8 +32,7 @@ if TYPE_CHECKING:
 
     from ssl_core import ImageData
 
-#: File extensions the ``folder`` dataset reads (compared case-insensitively).
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
+__all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "FolderImages"]
 
 #: How many unreadable files a warning or an error names before it says "and N more".
 _NAMED_FILES = 5
@@ -30,25 +41,40 @@ _NAMED_FILES = 5
 class FolderImages(Sequence):
     """``(image, label)`` items over image files, each opened with PIL when it is accessed.
 
-    Holds only paths and labels, so it is small to pickle into DataLoader workers. A file that
-    fails to decode (a truncated JPEG whose header is fine) raises :class:`UnreadableImage`
-    when ``strict``; otherwise the next readable item (by index, wrapping around) stands in
-    for it, so the substitute depends only on which files are bad, and a warning names the
-    file once per process.
+    Holds a :class:`PathTable` and a label array, so it is small to pickle into DataLoader
+    workers whatever the number of files. A file that fails to decode (corrupt, truncated, not
+    an image) raises :class:`UnreadableImage` when ``strict``; otherwise the next readable item
+    (by index, wrapping around) stands in for it, so the substitute depends only on which files
+    are bad. Each process warns with the file's name and its count of unreadable files so far:
+    for the first five, then at the 10th, 100th, 1000th... so a broken folder cannot flood the
+    log.
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], strict: bool = False) -> None:
-        self.paths = list(paths)
-        self.labels = list(labels)
+    def __init__(
+        self, paths: PathTable | Sequence[str], labels: Sequence[int], strict: bool = False
+    ) -> None:
+        self.table = paths if isinstance(paths, PathTable) else PathTable.from_relative("", paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        if len(self.labels) != len(self.table):
+            raise ValueError(f"{len(self.table)} paths but {len(self.labels)} labels")
         self.strict = bool(strict)
         # index -> reason, for the files this process found unreadable
         self.unreadable: dict[int, str] = {}
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.table)
+
+    @property
+    def paths(self) -> list[str]:
+        """Every file's path (a list of all of them: for small sets and tests)."""
+        return [self.table[i] for i in range(len(self.table))]
+
+    def key(self, index: int) -> str:
+        """The path of item ``index``: what ``ssl embed`` writes beside its embedding."""
+        return self.table[index]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        count = len(self.paths)
+        count = len(self.table)
         if not -count <= index < count:
             raise IndexError(f"index {index} out of range for {count} images")
         for offset in range(count):
@@ -61,91 +87,82 @@ class FolderImages(Sequence):
                 why = reason(exc)
                 if self.strict:
                     raise UnreadableImage(
-                        f"cannot read image {self.paths[i]}: {why}; fix or remove it, "
+                        f"cannot read image {self.table[i]}: {why}; fix or remove it, "
                         "or set data.strict=false to skip unreadable images"
                     ) from exc
                 self.unreadable[i] = why
-                print(
-                    f"warning: cannot read image {self.paths[i]} ({why}); "
-                    "the next readable image is used in its place",
-                    file=sys.stderr,
-                )
+                self._warn(i, why)
         raise UnreadableImage(
-            f"none of the {count} images could be read, e.g. {self.paths[0]}: "
+            f"none of the {count} images could be read, e.g. {self.table[0]}: "
             f"{self.unreadable.get(0, 'unreadable')}"
+        )
+
+    def _warn(self, index: int, why: str) -> None:
+        n = len(self.unreadable)
+        if n > _NAMED_FILES and str(n).rstrip("0") != "1":  # 6..9, 11..99, ...: quiet
+            return
+        so_far = "1 unreadable image" if n == 1 else f"{n} unreadable images"
+        print(
+            f"warning: cannot read image {self.table[index]} ({why}); the next readable image "
+            f"is used in its place ({so_far} so far in this process)",
+            file=sys.stderr,
         )
 
     def _load(self, index: int) -> np.ndarray:
         from PIL import Image
 
-        with Image.open(self.paths[index]) as image:
+        with Image.open(self.table[index]) as image:
             return pil_to_rgb(image)
 
 
-def find_images(root: Path, unreadable_dirs: list[tuple[Path, str]] | None = None) -> list[Path]:
-    """Image files under ``root`` (recursively, sorted), by :data:`IMAGE_EXTENSIONS`.
-
-    Hidden files and folders (names starting with ``.``) are skipped: they are metadata such
-    as macOS ``._name.jpg`` files, not images. Symlinked folders are followed once.
-
-    :param unreadable_dirs: subfolders that cannot be listed are appended here as
-        ``(path, reason)``; without it they raise like ``root`` does.
-    :raises UserError: when ``root`` (or, without ``unreadable_dirs``, a subfolder) cannot
-        be listed, e.g. permission denied.
-    """
-    found: list[Path] = []
-    seen: set[str] = set()
-
-    def unreadable(error: OSError) -> None:
-        where = Path(error.filename) if error.filename is not None else root
-        why = error.strerror or reason(error)
-        if unreadable_dirs is None or where == root:
-            raise UserError(f"cannot read the folder {where}: {why}; check its permissions")
-        unreadable_dirs.append((where, why))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop, or a folder linked twice
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    return found
-
-
-def _name_some(names: Sequence[str]) -> str:
+def _name_some(names: Sequence[str], total: int) -> str:
     shown = ", ".join(names[:_NAMED_FILES])
-    more = len(names) - _NAMED_FILES
+    more = total - min(len(names), _NAMED_FILES)
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one}" if n == 1 else f"{n} {many}"
+
+
+def _and(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 class FolderDataset:
-    """Run plugin of ``data=folder``: the image files under ``data.path``.
+    """Run plugin of ``data=folder``: the image files under ``data.path``, or in a file list.
 
-    When every image sits in a first-level subfolder and there are at least two such
-    subfolders, the subfolder names (sorted) are the classes and a stratified val split is
-    held out; otherwise every image is an unlabelled training image (label ``-1``, no val).
-    A single subfolder is not taken as one class: a one-class kNN score says nothing.
+    Scanning a folder: when every image sits in a first-level subfolder and there are at
+    least two such subfolders, the subfolder names (sorted) are the classes and a stratified
+    val split is held out; otherwise every image is an unlabelled training image (label
+    ``-1``, no val). A single subfolder is not taken as one class: a one-class kNN score says
+    nothing. A file list (``data.file_list``) is labelled the same way by its label column.
+    The index of the files is cached in ``data.cache_dir`` (see :mod:`ssl_datasets.index`).
     """
 
     def __init__(
-        self, path: str | None, val_fraction: float, strict: bool = False, *, config: DictConfig
+        self,
+        path: str | None,
+        val_fraction: float,
+        strict: bool = False,
+        file_list: str | None = None,
+        cache_dir: str | None = None,
+        *,
+        config: DictConfig,
     ) -> None:
         self.config = config
         self.path = path
         self.val_fraction = val_fraction
         self.strict = bool(strict)
+        self.file_list = file_list if file_list and str(file_list).strip() else None
+        self.cache_dir = cache_dir
 
     def _root(self) -> Path:
         if self.path is None or not str(self.path).strip():
-            raise UserError("data.path is required for data=folder (e.g. data.path=./images)")
+            raise UserError(
+                "data.path is required for data=folder (e.g. data.path=./images), "
+                "unless data.file_list names the images"
+            )
         root = Path(self.path).expanduser()
         if not root.exists():
             raise UserError(f"data.path={self.path} does not exist; give a folder of images")
@@ -158,63 +175,164 @@ class FolderDataset:
         config = self.config
         from ssl_core import ImageData
 
-        root = self._root()
-        files = self._readable(root)
-        parts = [f.relative_to(root).parts for f in files]
-        classes = sorted({p[0] for p in parts if len(p) > 1})
-        paths = [str(f) for f in files]
-        if len(classes) < 2 or any(len(p) == 1 for p in parts):
-            return ImageData(train=FolderImages(paths, [-1] * len(paths), self.strict))
+        index = self._list_index() if self.file_list else self._folder_index()
+        labels, classes = index.labels()
+        if labels is None:
+            unlabelled = np.full(len(index.paths), -1, dtype=np.int64)
+            return ImageData(train=FolderImages(index.paths, unlabelled, self.strict))
         val_fraction = check_val_fraction(self.val_fraction)
-        index = {name: i for i, name in enumerate(classes)}
-        labels = np.array([index[p[0]] for p in parts], dtype=np.int64)
         train_idx, val_idx = stratified_split(labels, val_fraction, config.trainer.seed)
 
         def split(idx: np.ndarray) -> FolderImages:
-            return FolderImages([paths[i] for i in idx], labels[idx].tolist(), self.strict)
+            return FolderImages(index.paths.subset(idx), labels[idx], self.strict)
 
         return ImageData(train=split(train_idx), val=split(val_idx), classes=classes)
 
-    def _readable(self, root: Path) -> list[Path]:
-        """The image files under ``root`` that open, after one warning naming the others.
+    # --- the index: cached, or built and saved -----------------------------------------------
 
-        :raises UserError: when no file is a readable image, or (``strict``) when any file
-            or subfolder is unreadable.
-        """
-        bad_dirs: list[tuple[Path, str]] = []
-        candidates = find_images(root, unreadable_dirs=bad_dirs)
-        if not candidates and not bad_dirs:
-            valid = ", ".join(IMAGE_EXTENSIONS)
-            raise UserError(
-                f"no images found under data.path={self.path}; valid extensions: {valid} (any case)"
+    def _indexed(
+        self,
+        identity: dict[str, Any],
+        base: str,
+        what: str,
+        build: Callable[[ScanProgress], Index],
+        noun: str,
+    ) -> Index:
+        """The cached index of ``identity`` when its key matches, else ``build``'s, saved."""
+        path = cache_file(cache_folder(self.cache_dir), identity)
+        index = load(path, identity, base)
+        if index is not None:
+            return index
+        started = time.time_ns()
+        with ScanProgress(what, noun) as progress:
+            index = build(progress)
+            note = self._save(path, index, identity, base, started)
+            progress.done(len(index.paths), len(index.dirs), note)
+        return index
+
+    def _save(
+        self, path: Path, index: Index, identity: dict[str, Any], base: str, started: int
+    ) -> str:
+        """Save ``index`` when it may be reused; a note for the scan's closing line."""
+        why_not = index.not_cached
+        if why_not is None and (recent := index.unsettled(base, started)) is not None:
+            why_not = f"{recent} changed less than {SETTLE_S:g} s before the scan"
+        if why_not is not None:
+            return f"; not cached: {why_not}"
+        try:
+            save(path, index, identity)
+        except OSError as error:
+            print(
+                f"warning: cannot save the index of {base} in {path.parent} "
+                f"({error.strerror or reason(error)}); the next run lists the files again "
+                "(set data.cache_dir to a writable folder)",
+                file=sys.stderr,
             )
-        files: list[Path] = []
-        bad: list[tuple[str, str]] = []  # (name relative to root, reason)
-        for path in candidates:
-            why = check_image(path)
-            if why is None:
-                files.append(path)
-            else:
-                bad.append((os.path.relpath(path, root), why))
-        n_files = len(bad)
-        bad += [(os.path.relpath(path, root) + "/", reason) for path, reason in bad_dirs]
-        if not bad:
-            return files
-        what = " and ".join(
-            _count(n, noun)
-            for n, noun in ((n_files, "unreadable image"), (len(bad_dirs), "unreadable folder"))
-            if n
+            return ""
+        return f"; index saved in {path}"
+
+    def _folder_index(self) -> Index:
+        root = str(self._root())
+        identity = {
+            "kind": "folder",
+            "root": os.path.realpath(root),
+            "extensions": list(IMAGE_EXTENSIONS),
+        }
+        index = self._indexed(
+            identity, root, f"scanning {root}", lambda p: scan_folder(root, p), "image file"
         )
-        names = _name_some([name for name, _ in bad])
-        if self.strict:
-            detailed = _name_some([f"{name} ({reason})" for name, reason in bad])
+        self._report_folder(index, root)
+        return index
+
+    def _report_folder(self, index: Index, root: str) -> None:
+        """One warning naming what the scan skipped, or a one-line error.
+
+        :raises UserError: when no image was found, or (``strict``) a subfolder is unreadable.
+        """
+        kinds = [(kind, skips) for kind, skips in index.skipped.items()]
+        fatal = [(kind, skips) for kind, skips in kinds if SKIP_KINDS[kind][2]]
+        if self.strict and fatal:
+            detailed = [f"{name} ({why})" for _, skips in fatal for name, why in skips.examples]
             raise UserError(
-                f"{what} under data.path={self.path} (data.strict=true): {detailed}; "
+                f"{_what(fatal)} under data.path={self.path} (data.strict=true): "
+                f"{_name_some(detailed, sum(s.count for _, s in fatal))}; "
                 "fix or remove them, or set data.strict=false to skip them"
             )
-        if not files:
+        names = [name for _, skips in kinds for name, _ in skips.examples]
+        total = sum(skips.count for _, skips in kinds)
+        if not len(index.paths):
+            valid = ", ".join(IMAGE_EXTENSIONS)
+            skipped = f"; skipped {_what(kinds)} ({_name_some(names, total)})" if kinds else ""
             raise UserError(
-                f"no readable images found under data.path={self.path}: {what} ({names})"
+                f"no images found under data.path={self.path}; valid extensions: {valid} "
+                f"(any case){skipped}"
             )
-        print(f"warning: skipped {what} under {root}: {names}", file=sys.stderr)
-        return files
+        if kinds:
+            hint = ""
+            if "outside_link" in index.skipped:
+                hint = (
+                    "; to use files that links lead to, give their folder as data.path "
+                    "or name the files in a data.file_list"
+                )
+            print(
+                f"warning: skipped {_what(kinds)} under {root}: {_name_some(names, total)}{hint}",
+                file=sys.stderr,
+            )
+
+    def _list_index(self) -> Index:
+        shown = str(self.file_list)
+        list_path = Path(shown).expanduser()
+        if not list_path.exists():
+            raise UserError(
+                f"data.file_list={shown} does not exist; give a CSV file naming one image "
+                "per line (path, or path,label)"
+            )
+        if list_path.is_dir():
+            raise UserError(
+                f"data.file_list={shown} is a folder; give a CSV file naming one image per line "
+                "(path, or path,label)"
+            )
+        base = str(self._root()) if self.path is not None and str(self.path).strip() else None
+        base = base or str(list_path.parent)
+        identity = {
+            "kind": "list",
+            "list": os.path.realpath(list_path),
+            "base": os.path.realpath(base),
+        }
+        index = self._indexed(
+            identity,
+            base,
+            f"reading {shown}",
+            lambda p: read_file_list(str(list_path), base, shown, p),
+            "listed file",
+        )
+        self._report_list(index, shown, base)
+        return index
+
+    def _report_list(self, index: Index, shown: str, base: str) -> None:
+        """One warning naming the lines whose file is missing, or a one-line error.
+
+        :raises UserError: when the list names no readable file, or (``strict``) any missing.
+        """
+        missing = index.skipped.get("missing", Skips())
+        examples = [f"{name} ({why})" for name, why in missing.examples]
+        lines = _count(missing.count, "line", "lines")
+        if self.strict and missing.count:
+            raise UserError(
+                f"data.file_list={shown}: {lines} naming no regular file under {base} "
+                f"(data.strict=true): {_name_some(examples, missing.count)}; fix the list, "
+                "or set data.strict=false to skip such lines"
+            )
+        if not len(index.paths):
+            named = f": {_name_some(examples, missing.count)}" if missing.count else ""
+            raise UserError(f"data.file_list={shown} names no file that exists under {base}{named}")
+        if missing.count:
+            print(
+                f"warning: skipped {lines} of data.file_list={shown} naming no regular file "
+                f"under {base}: {_name_some(examples, missing.count)}",
+                file=sys.stderr,
+            )
+
+
+def _what(kinds: list[tuple[str, Skips]]) -> str:
+    return _and([_count(skips.count, *SKIP_KINDS[kind][:2]) for kind, skips in kinds])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,21 +74,3 @@ def reason(exc: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
     text = str(exc).strip()
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
-
-
-def check_image(path: Path | str) -> str | None:
-    """Why ``path`` is not a readable image, or ``None`` when it is.
-
-    Cheap enough to run on every file of a dataset: PIL reads the header and ``verify()``
-    checks what the format allows without decoding pixels (PNG chunk checksums, so a
-    truncated PNG is caught). A JPEG or BMP whose pixel data is cut short passes and is
-    caught when it is loaded (see :class:`FolderImages`).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error...
-        return reason(exc)
-    return None

@@ -35,7 +35,19 @@ class FolderOptions:
     path: str | None = option(None, "folder of images; class subfolders make it labelled")
     val_fraction: float = _val_fraction(0.2)
     strict: bool = option(
-        False, "stop on a corrupt or unreadable image instead of skipping it with a warning"
+        False,
+        "stop on a corrupt or unreadable image (when it is loaded), an unreadable subfolder or "
+        "a file_list line naming no file, instead of skipping it with a warning",
+    )
+    file_list: str | None = option(
+        None,
+        "CSV naming the images, one per line: path or path,label (class name or int); paths "
+        "relative to data.path when given, else to the list's folder",
+    )
+    cache_dir: str | None = option(
+        None,
+        "folder for the cached list of files (null: $SSL_CORE_CACHE/folder-index, else "
+        "$XDG_CACHE_HOME or ~/.cache, then ssl_core/folder-index)",
     )
 
 
@@ -55,7 +67,14 @@ def _digits(options: DigitsOptions, config: DictConfig) -> Any:
 def _folder(options: FolderOptions, config: DictConfig) -> Any:
     from .folder import FolderDataset
 
-    return FolderDataset(options.path, options.val_fraction, options.strict, config=config)
+    return FolderDataset(
+        options.path,
+        options.val_fraction,
+        options.strict,
+        options.file_list,
+        options.cache_dir,
+        config=config,
+    )
 
 
 def _synthetic(options: SyntheticOptions, config: DictConfig) -> Any:
@@ -79,7 +98,7 @@ def ssl_register_datasets(register: Callable[..., None]) -> None:
         "folder",
         _folder,
         options=FolderOptions,
-        description="image files under data.path; class subfolders give labels",
+        description="image files under data.path or named in data.file_list; class subfolders or a label column give labels",
     )
     register(
         "synthetic",

@@ -37,14 +37,19 @@ def stratified_split(
     """
     labels = np.asarray(labels)
     rng = seeded_rng(seed, SPLIT_STREAM)
+    # One stable sort groups each class's members, ascending, as np.flatnonzero would list
+    # them: the same draws as a per-class scan, without a pass over all labels per class.
+    order = np.argsort(labels, kind="stable")
+    _, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
     val: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if len(members) < 2:
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        if count < 2:
             continue
-        n_val = int(np.floor(len(members) * val_fraction + 0.5))
-        n_val = min(max(n_val, 1), len(members) - 1)
+        members = order[start : start + count]
+        n_val = int(np.floor(count * val_fraction + 0.5))
+        n_val = min(max(n_val, 1), count - 1)
         val.append(rng.permutation(members)[:n_val])
     val_idx = np.sort(np.concatenate(val)) if val else np.empty(0, dtype=np.int64)
-    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
-    return train_idx, val_idx
+    in_train = np.ones(len(labels), dtype=bool)
+    in_train[val_idx] = False
+    return np.flatnonzero(in_train), val_idx
