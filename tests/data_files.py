@@ -21,6 +21,8 @@ from ssl_core import hookimpl
 
 SIZE = 32
 
+_STORE_TEMPLATE: list[Path] = []
+
 
 def pixel(i: int) -> tuple[int, int, int]:
     return (i % 256, (i // 256) % 256, 7)
@@ -144,3 +146,25 @@ class Ids:
         import torch
 
         return {"id": torch.tensor(sample_id(image))}
+
+
+def tracking_uri(folder: Path) -> str:
+    """The URI of a new, empty MLflow SQLite store in ``folder``.
+
+    Creating a store's tables takes seconds (dozens of migrations); the store is copied from
+    one made once per test session instead.
+    """
+    import atexit
+    import shutil
+    import tempfile
+
+    if not _STORE_TEMPLATE:
+        from mlflow.tracking import MlflowClient
+
+        template = Path(tempfile.mkdtemp(prefix="ssl-test-store-")) / "mlflow.db"
+        atexit.register(shutil.rmtree, template.parent, True)
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+        _STORE_TEMPLATE.append(template)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_STORE_TEMPLATE[0], folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"

@@ -24,7 +24,15 @@ from ssl_core.cli import main
 
 # the data helpers sit next to this file (tests are imported by path, not as a package)
 sys.path.insert(0, str(Path(__file__).parent))
-from data_files import Ids, image, png, sample_id, write_shards, write_tar  # noqa: E402
+from data_files import (  # noqa: E402
+    Ids,
+    image,
+    png,
+    sample_id,
+    tracking_uri,
+    write_shards,
+    write_tar,
+)
 
 
 def build(urls: str, tmp_path: Path, seed: int = 0, **options: typing.Any):
@@ -299,7 +307,7 @@ def test_missing_remote_and_compressed_shards_are_one_error(tmp_path) -> None:
 # --- through the CLI ---------------------------------------------------------------------------
 
 
-def run_args(tmp_path: Path, urls: str, *extra: str) -> list[str]:
+def run_args(tmp_path: Path, urls: str, uri: str, *extra: str) -> list[str]:
     return [
         "method=byol",
         "backbone=test_resnet",
@@ -316,7 +324,7 @@ def run_args(tmp_path: Path, urls: str, *extra: str) -> list[str]:
         "byol.proj_hidden_dim=32",
         "byol.proj_dim=16",
         "byol.pred_hidden_dim=32",
-        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.uri={uri}",
         "tracking.experiment=wds",
         f"output_dir={tmp_path}/run",
         *extra,
@@ -325,19 +333,18 @@ def run_args(tmp_path: Path, urls: str, *extra: str) -> list[str]:
 
 def test_run_with_knn_monitor_then_eval_knn_through_the_cli(tmp_path, capsys) -> None:
     urls = write_shards(tmp_path / "shards", 36, 10)
-    assert main(["run", *run_args(tmp_path, urls, "eval.knn_every=1")]) == 0
+    uri = tracking_uri(tmp_path)
+    assert main(["run", *run_args(tmp_path, urls, uri, "eval.knn_every=1")]) == 0
     err = capsys.readouterr().err
     assert "kNN top-1 after training" in err and "epoch 2: knn/top1" in err
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("wds").experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["data"] == "webdataset"
     assert run.data.params["data.urls"] == urls
     assert len(client.get_metric_history(run.info.run_id, "knn/top1")) == 2  # each epoch
 
-    code = main(
-        ["eval", "knn", "--json", f"run={run.info.run_id}", *run_args(tmp_path, urls)[-3:-1]]
-    )
+    code = main(["eval", "knn", "--json", f"run={run.info.run_id}", f"tracking.uri={uri}"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert 0.0 <= json.loads(out)["metrics"]["knn/top1"] <= 1.0
@@ -345,7 +352,7 @@ def test_run_with_knn_monitor_then_eval_knn_through_the_cli(tmp_path, capsys) ->
 
 def test_missing_webdataset_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "webdataset", None)  # `import webdataset` now fails
-    assert main(["run", *run_args(tmp_path, str(tmp_path / "x.tar"))]) == 2
+    assert main(["run", *run_args(tmp_path, str(tmp_path / "x.tar"), "sqlite:///x.db")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: data=webdataset needs the webdataset package: pip install 'ssl-core[webdataset]'"
     )
