@@ -179,58 +179,67 @@ def test_header_walk_agrees_with_tarfile_including_long_and_pax_names(tmp_path) 
         assert members == expected and damage == ""
 
 
-def test_index_is_cached_reused_and_rebuilt_when_a_shard_changes(shards, tmp_path, capsys):
+def cached(tmp_path: Path) -> dict[str, int]:
+    """``{cache file name: its mtime}``."""
+    return {f.name: f.stat().st_mtime_ns for f in (tmp_path / "cache").iterdir()}
+
+
+def test_index_is_cached_reused_and_rebuilt_when_a_shard_changes(shards, tmp_path) -> None:
     build(shards, tmp_path)
-    assert "indexed 3 tar shards (25 samples)" in capsys.readouterr().err
-    cache = sorted((tmp_path / "cache").iterdir())
-    assert len(cache) == 3 and all(f.suffix == ".npz" for f in cache)
-    stamps = [f.stat().st_mtime_ns for f in cache]
+    first = cached(tmp_path)
+    assert len(first) == 3 and all(name.endswith(".npz") for name in first)
 
     data = build(shards, tmp_path)
-    assert "indexed" not in capsys.readouterr().err  # all three from the cache
-    assert [f.stat().st_mtime_ns for f in sorted((tmp_path / "cache").iterdir())] == stamps
+    assert cached(tmp_path) == first  # all three read from the cache, none written
     assert len(data.train) + len(data.val) == 25
 
     # the last shard is rewritten with other samples: it alone is indexed again
     last = tmp_path / "shards" / "train-000002.tar"
-    write_tar(
-        last,
-        [
-            (f"n{i}.{ext}", png(100 + i) if ext == "png" else b"0")
-            for i in range(7)
-            for ext in ("png", "cls")
-        ],
-    )
+    members = [(f"n{i}.{ext}", png(100 + i) if ext == "png" else b"0") for i in range(7)
+               for ext in ("png", "cls")]  # fmt: skip
+    write_tar(last, members)
     os.utime(last, ns=(1, 1))  # another mtime whatever the clock's resolution
     data = build(shards, tmp_path, val_fraction=0.2)
-    assert "indexed 1 tar shard (7 samples)" in capsys.readouterr().err
-    assert len(list((tmp_path / "cache").iterdir())) == 4
+    now = cached(tmp_path)
+    assert len(now) == 4 and {k: v for k, v in now.items() if k in first} == first
     assert len(data.train) + len(data.val) == 27
     assert sorted(sample_id(p) for p, _ in data.train)[-7:] == list(range(100, 107))
+
+
+def test_indexing_that_takes_a_while_shows_progress(shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tar_index, "SHOW_AFTER_S", 0.0)
+    build(shards, tmp_path)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("indexing tar shards: 1/3, 10 samples so far (")
+    assert err[-1].startswith("indexed 3 tar shards (25 samples) in ")
+    assert err[-1].endswith(f"; cached in {tmp_path / 'cache'}")
 
 
 def test_unwritable_cache_is_a_warning_and_the_index_stays_in_memory(shards, tmp_path, capsys):
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the cache folder should be")
     data = build(shards, tmp_path)
-    err = capsys.readouterr().err
-    assert "warning: cannot write the shard index cache" in err and "(not cached)" in err
+    (line,) = capsys.readouterr().err.splitlines()  # once, not once per shard
+    assert line.startswith("warning: cannot write the shard index cache in ")
     assert len(data.train) + len(data.val) == 25
 
 
-def test_damaged_cache_file_is_rebuilt(shards, tmp_path, capsys) -> None:
+def test_damaged_cache_file_is_rebuilt(shards, tmp_path) -> None:
     build(shards, tmp_path)
     for file in (tmp_path / "cache").iterdir():
         file.write_bytes(b"garbage")
-    capsys.readouterr()
     data = build(shards, tmp_path)
-    assert "indexed 3 tar shards" in capsys.readouterr().err
+    assert all(f.read_bytes() != b"garbage" for f in (tmp_path / "cache").iterdir())
     assert len(data.train) + len(data.val) == 25
 
 
-def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path) -> None:
+def test_default_cache_folder(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SSL_CORE_CACHE", str(tmp_path / "c"))
+    assert tar_index.cache_folder(None) == tmp_path / "c" / "tar-index"
+    assert tar_index.cache_folder(str(tmp_path / "mine")) == tmp_path / "mine"
+    monkeypatch.delenv("SSL_CORE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert tar_index.default_cache_dir() == tmp_path / "xdg" / "ssl_core" / "tar-index"
+    assert tar_index.cache_folder(None) == tmp_path / "xdg" / "ssl_core" / "tar-index"
 
 
 # --- what can be wrong with shards -------------------------------------------------------------

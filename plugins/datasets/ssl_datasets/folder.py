@@ -13,7 +13,7 @@ import numpy as np
 from ssl_core import hookimpl
 from ssl_core.errors import UserError
 
-from .images import LazyImages, check_image, pil_to_rgb, reason
+from .images import UnreadableImage, check_image, pil_to_rgb, reason
 from .split import check_val_fraction, stratified_split
 
 if TYPE_CHECKING:
@@ -28,12 +28,14 @@ IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".webp")
 _NAMED_FILES = 5
 
 
-class FolderImages(LazyImages):
+class FolderImages(Sequence):
     """``(image, label)`` items over image files, each opened with PIL when it is accessed.
 
     Holds only paths and labels, so it is small to pickle into DataLoader workers. A file that
-    fails to decode (a truncated JPEG whose header is fine) is skipped or stops the run as
-    :class:`~ssl_datasets.images.LazyImages` says.
+    fails to decode (a truncated JPEG whose header is fine) raises :class:`UnreadableImage`
+    when ``strict``; otherwise the next readable item (by index, wrapping around) stands in
+    for it, so the substitute depends only on which files are bad, and a warning names the
+    file once per process.
     """
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], strict: bool = False) -> None:
@@ -46,15 +48,33 @@ class FolderImages(LazyImages):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def key(self, index: int) -> str:
-        """The file's path: what identifies item ``index`` outside this run."""
-        return self.paths[index]
-
-    def _label(self, index: int) -> int:
-        return int(self.labels[index])
-
-    def _name(self, index: int) -> str:
-        return self.paths[index]
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        count = len(self.paths)
+        if not -count <= index < count:
+            raise IndexError(f"index {index} out of range for {count} images")
+        for offset in range(count):
+            i = (index + offset) % count
+            if i in self.unreadable:
+                continue
+            try:
+                return self._load(i), int(self.labels[i])
+            except Exception as exc:
+                why = reason(exc)
+                if self.strict:
+                    raise UnreadableImage(
+                        f"cannot read image {self.paths[i]}: {why}; fix or remove it, "
+                        "or set data.strict=false to skip unreadable images"
+                    ) from exc
+                self.unreadable[i] = why
+                print(
+                    f"warning: cannot read image {self.paths[i]} ({why}); "
+                    "the next readable image is used in its place",
+                    file=sys.stderr,
+                )
+        raise UnreadableImage(
+            f"none of the {count} images could be read, e.g. {self.paths[0]}: "
+            f"{self.unreadable.get(0, 'unreadable')}"
+        )
 
     def _load(self, index: int) -> np.ndarray:
         from PIL import Image

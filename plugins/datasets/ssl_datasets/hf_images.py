@@ -20,7 +20,8 @@ import numpy as np
 from ssl_core import hookimpl
 from ssl_core.errors import UserError
 
-from .images import LazyImages, pil_to_rgb, reason
+from .images import pil_to_rgb, reason
+from .lazy_images import LazyImages
 from .split import check_val_fraction, stratified_split
 
 if TYPE_CHECKING:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,55 +93,3 @@ def check_image(path: Path | str) -> str | None:
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error...
         return reason(exc)
     return None
-
-
-class LazyImages(Sequence):
-    """``(image, label)`` items decoded when accessed; an image that fails is skipped or stops.
-
-    Subclasses say how item ``i`` is read (:meth:`_load`), labelled (:meth:`_label`) and named
-    in messages (:meth:`_name`). An image that fails to decode raises :class:`UnreadableImage`
-    when ``strict``; otherwise the next readable item (by index, wrapping around) stands in
-    for it, so the substitute depends only on which items are bad, and a warning names the
-    item once per process.
-    """
-
-    strict: bool = False
-
-    def _load(self, index: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def _label(self, index: int) -> int:
-        raise NotImplementedError
-
-    def _name(self, index: int) -> str:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:  # type: ignore[override]
-        count = len(self)
-        if not -count <= index < count:
-            raise IndexError(f"index {index} out of range for {count} images")
-        # index -> reason, for the items this process found unreadable
-        unreadable: dict[int, str] = self.__dict__.setdefault("unreadable", {})
-        for offset in range(count):
-            i = (index + offset) % count
-            if i in unreadable:
-                continue
-            try:
-                return self._load(i), self._label(i)
-            except Exception as exc:
-                why = reason(exc)
-                if self.strict:
-                    raise UnreadableImage(
-                        f"cannot read image {self._name(i)}: {why}; fix or remove it, "
-                        "or set data.strict=false to skip unreadable images"
-                    ) from exc
-                unreadable[i] = why
-                print(
-                    f"warning: cannot read image {self._name(i)} ({why}); "
-                    "the next readable image is used in its place",
-                    file=sys.stderr,
-                )
-        raise UnreadableImage(
-            f"none of the {count} images could be read, e.g. {self._name(0)}: "
-            f"{unreadable.get(0, 'unreadable')}"
-        )

@@ -257,8 +257,13 @@ def index_shard(path: str) -> ShardIndex:
 # --- the cache ---------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ssl_core/tar-index``, by default ``~/.cache/ssl_core/tar-index``."""
+def cache_folder(cache_dir: str | None) -> Path:
+    """Where shard indexes are kept: ``cache_dir``, else ``$SSL_CORE_CACHE/tar-index``, else
+    ``$XDG_CACHE_HOME/ssl_core/tar-index`` (``~/.cache/ssl_core/tar-index``)."""
+    if cache_dir is not None and str(cache_dir).strip():
+        return Path(cache_dir).expanduser().absolute()
+    if os.environ.get("SSL_CORE_CACHE"):
+        return Path(os.environ["SSL_CORE_CACHE"]).expanduser().absolute() / "tar-index"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "ssl_core" / "tar-index"
 
@@ -292,29 +297,46 @@ def _save(file: Path, index: ShardIndex) -> None:
     write_atomic(file, write)
 
 
+#: Indexing shorter than this shows nothing.
+SHOW_AFTER_S = 2.0
+#: Off a terminal (logs, SLURM output files), one line this often.
+PLAIN_EVERY_S = 10.0
+
+
 class _Progress:
-    """One line about indexing: updated in place on a terminal, every few seconds otherwise."""
+    """Indexing progress on stderr, once it has taken :data:`SHOW_AFTER_S` seconds: a line
+    updated in place on a terminal, a plain line every :data:`PLAIN_EVERY_S` otherwise, and
+    one closing line with the totals."""
 
     def __init__(self, total: int) -> None:
         self.total, self.started = total, time.monotonic()
         self.tty = sys.stderr.isatty()
-        self.shown = self.started
+        self.next_at = self.started + SHOW_AFTER_S
+        self.shown = False
 
     def update(self, done: int, samples: int) -> None:
         now = time.monotonic()
-        if now - self.shown < (0.5 if self.tty else 10.0):
+        if now < self.next_at:
             return
-        self.shown = now
-        line = f"indexing tar shards: {done}/{self.total}, {samples:,} samples, {now - self.started:.0f} s"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+        self.shown = True
+        self.next_at = now + (0.2 if self.tty else PLAIN_EVERY_S)
+        line = (
+            f"indexing tar shards: {done}/{self.total}, {samples:,} samples so far "
+            f"({now - self.started:.0f} s)"
+        )
+        print("\r" + line if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
 
     def done(self, samples: int, cache_dir: Path | None) -> None:
+        if not self.shown:
+            return
         where = f"; cached in {cache_dir}" if cache_dir is not None else " (not cached)"
+        plural = "s" if self.total != 1 else ""
         print(
             ("\r" if self.tty else "")
-            + f"indexed {self.total} tar shard{'s' if self.total != 1 else ''} "
-            f"({samples:,} samples) in {time.monotonic() - self.started:.1f} s{where}",
+            + f"indexed {self.total} tar shard{plural} ({samples:,} samples) in "
+            f"{time.monotonic() - self.started:.1f} s{where}",
             file=sys.stderr,
+            flush=True,
         )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,9 +20,10 @@ import numpy as np
 from ssl_core import hookimpl
 from ssl_core.errors import UserError
 
-from .images import LazyImages, pil_to_rgb
+from .images import pil_to_rgb
+from .lazy_images import LazyImages
 from .split import check_val_fraction, stratified_split
-from .tar_index import IMAGE_EXTENSIONS, ShardIndex, default_cache_dir, index_shards
+from .tar_index import IMAGE_EXTENSIONS, ShardIndex, cache_folder, index_shards
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -205,15 +205,10 @@ class TarShardsDataset:
         self.strict = bool(strict)
         self.cache_dir = cache_dir
 
-    def _cache_dir(self) -> Path:
-        if self.cache_dir is None or not str(self.cache_dir).strip():
-            return default_cache_dir()
-        return Path(self.cache_dir).expanduser().absolute()
-
     def shard_set(self, urls: str, key: str) -> ShardSet:
         """Every sample of the shards ``urls`` (``key`` names the option in messages)."""
         paths = expand_shards(urls, key)
-        indexes = index_shards(paths, self._cache_dir())
+        indexes = index_shards(paths, cache_folder(self.cache_dir))
         for path, index in zip(paths, indexes, strict=True):
             if index.damage:
                 message = f"{path} is damaged: {index.damage}"

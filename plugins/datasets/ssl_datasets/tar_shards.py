@@ -42,8 +42,8 @@ class WebDatasetOptions:
     )
     cache_dir: str | None = option(
         None,
-        "folder of the cached shard indexes (default: $XDG_CACHE_HOME/ssl_core/tar-index, "
-        "i.e. ~/.cache/ssl_core/tar-index)",
+        "folder for the cached index of the shards (null: $SSL_CORE_CACHE/tar-index, else "
+        "~/.cache/ssl_core/tar-index)",
     )
 
 
