@@ -36,6 +36,7 @@ FREE_KEYS = (
     "trainer.device",
     "trainer.skip_nonfinite",
     "data.strict",
+    "data.cache_dir",
     "trainer.compile",
     "trainer.devices",
 )
