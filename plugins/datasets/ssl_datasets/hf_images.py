@@ -79,10 +79,12 @@ class HFImages(LazyImages):
             if value.get("bytes") is not None:
                 source: Any = io.BytesIO(value["bytes"])
             elif value.get("path"):
-                # a path-only Image value is relative to the dataset, not to the working folder
-                source = os.path.join(os.path.dirname(self.root.rstrip("/")), value["path"])
-                if os.path.isabs(value["path"]) or not os.path.exists(source):
-                    source = value["path"]
+                # datasets reads a relative path from the working folder; the dataset's own
+                # folder is the likelier home when it is not there
+                source = value["path"]
+                if not os.path.isabs(source) and not os.path.exists(source):
+                    base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+                    source = os.path.join(base, source)
             else:
                 raise ValueError("the image value is empty")
         elif isinstance(value, (bytes, bytearray)):
