@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ssl_core.errors import UserError
+from ssl_core import UserError
 
 
 def require(module: str, *, dataset: str, package: str, extra: str) -> ModuleType:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ssl_core import hookimpl
-from ssl_core.errors import UserError
+from ssl_core import UserError, hookimpl
 
 from .images import pil_to_rgb, reason
 from .lazy_images import LazyImages

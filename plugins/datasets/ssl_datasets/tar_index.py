@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_core.errors import UserError
+from ssl_core import UserError
 
 from .folder import IMAGE_EXTENSIONS as _FILE_EXTENSIONS
 
