@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("step", "views", "end-to-end", "memory", "folder")
+PARTS = ("step", "views", "data", "end-to-end", "memory", "folder")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks import data as data_part
     from benchmarks import end_to_end, folder, memory, step, views
     from benchmarks.common import Setting, log, machine, table
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         emit(step.report(setting, step.measure(setting)))
     if "views" in parts:
         emit(views.report(setting, views.measure(setting, sizes)))
+    if "data" in parts:
+        emit(data_part.report(setting, data_part.measure(setting)))
     if "end-to-end" in parts:
         emit(end_to_end.report(setting, end_to_end.measure(setting)))
     if "memory" in parts:

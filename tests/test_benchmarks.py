@@ -68,12 +68,17 @@ def test_quick_suite_prints_every_table() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    for heading in ("### Step overhead", "### Views", "### End to end", "### Memory", "### Folder"):
+    headings = ("### Step overhead", "### Views", "### Data", "### End to end", "### Memory")
+    for heading in (*headings, "### Folder"):
         assert heading in out, heading
     assert re.search(r"\| hand-written loop \| \d+ \| .* \| 1\.00× \|", out)
     assert re.search(r"\| ssl_core, defaults \| \d+ \|", out)
     assert re.search(r"\| 32 px \| kornia \| cpu, in the training process \| \d+ \|", out)
     assert re.search(r"\| ssl run, defaults, steps 3–6 \| \d+ \| \*\*\d\.\d\d\*\* \|", out)
+    for dataset in ("folder", "webdataset", "hf"):
+        assert re.search(
+            rf"\| 64 px \| {dataset} \| \d+ \| albumentations, 0 workers \| \d+ \|", out
+        )
     assert re.search(r"\| ssl_core step, defaults \| \d+ \| \d+ \| - \|", out)
     assert not (ROOT / "mlruns").exists() or (ROOT / "mlruns").stat().st_mtime < started
 
@@ -88,7 +93,8 @@ def test_unknown_part_is_one_line_and_exit_2() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "error: unknown part 'steps' in --only; valid: step, views, end-to-end, memory, folder"
+        "error: unknown part 'steps' in --only; valid: step, views, data, end-to-end, memory, "
+        "folder"
     )
 
 
