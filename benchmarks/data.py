@@ -93,16 +93,15 @@ def build(setting: Setting, size: int, overrides: list[str]) -> tuple[Any, Any, 
     """``(training items, sample transform, view generator name)`` of one dataset."""
     from ssl_core.config import build_config
     from ssl_core.plugins import get_plugins
-    from ssl_core.training.engine import run_plugins
 
     plugins = get_plugins(blocked=set(OBSERVERS))
     args = ["method=byol", f"data.image_size={size}", f"trainer.device={setting.device}"]
     config, selection = build_config(
         [*args, "data.val_fraction=0.05", *overrides], plugins.registry
     )
-    with run_plugins(plugins, selection, config), quiet():
-        data = plugins.hook.ssl_build_dataset(config=config)
-        transform = plugins.hook.ssl_sample_transform(config=config)
+    with plugins.running(config, [selection.dataset, selection.view_generator]), quiet():
+        data = plugins.hook.ssl_build_dataset()
+        transform = plugins.hook.ssl_sample_transform()
     return data.train, transform, selection.view_generator.name
 
 
