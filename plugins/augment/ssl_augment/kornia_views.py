@@ -8,15 +8,17 @@ pipelines of :mod:`ssl_augment.recipe` (colour jitter, grayscale, blur, solarize
 where it lives (the GPU under CUDA), every random parameter drawn per sample. The reference
 splits the work the same way: crops on the host, the rest per image on the accelerator.
 
-Differences that remain from the ``albumentations`` generator:
+What is left different:
 
-- colour jitter draws its random order once per call (per batch; per chunk of a few MB on the
-  CPU), not per image; its four factors are drawn per image.
-- the photometric steps run in float32 on the crops, which are rounded to ``uint8`` once, after
-  the resize; the albumentations pipelines round after each op, and OpenCV's 8-bit HSV
-  quantizes their hue shifts to 1/180 of a turn.
-- the crop boxes are drawn from torch's generator, albumentations' from its own: the same
-  distribution, other draws for a given seed.
+- from the reference and from ``albumentations``: Kornia's colour jitter draws its random order
+  once per call (per batch; per chunk of a few MB on the CPU), not per image; its four factors
+  are drawn per image.
+- from ``albumentations``: the photometric steps run in float32 on the crops, which are rounded
+  to ``uint8`` once, after the resize; the albumentations pipelines round after each op, and
+  OpenCV's 8-bit HSV quantizes their hue shifts to 1/180 of a turn.
+- from ``albumentations``: the crop boxes are drawn from torch's generator, albumentations'
+  from its own: the same distribution (``tests/plugins/test_view_crops.py``), other draws for
+  a given seed.
 """
 
 from __future__ import annotations
