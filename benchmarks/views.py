@@ -1,11 +1,13 @@
 """Views: view-pair throughput of each view generator against the model's consumption rate.
 
-``kornia`` makes both views of a batch on the training device from ``uint8`` squares the
-workers only crop and resize; ``albumentations`` makes them per image in the DataLoader
-workers. Each is timed through the generator's own hooks: ``kornia``'s ``ssl_make_views`` on a
-device batch, ``albumentations``' sample transform in this process (one core) and through the
-engine's training loader (seeding, collation, worker processes) with 1 and with N workers. The
-source images are ``S·8/7`` pixels square (256 px for 224-pixel views), uint8 noise.
+``kornia`` splits the work: the DataLoader workers cut each view's random resized crop and
+flip from the full image on ``uint8`` (its sample transform), and ``ssl_make_views`` runs the
+photometric ops on the training device. ``albumentations`` makes the whole views per image in
+the workers. Each generator's sample transform is timed in this process (one core) and
+through the engine's training loader (seeding, collation, worker processes) with 1 and with
+N workers; ``kornia``'s device part on a device batch of the crops its transform makes; and on
+a CPU both of its parts one after the other in this process, as a run with no workers makes
+them. The source images are ``S·8/7`` pixels square (256 px for 224-pixel views), uint8 noise.
 
 The model's rate is the engine's step alone at the same size (:func:`step.step_only_rate`);
 ``views ÷ model`` above 1 means view generation keeps up with training. On a CPU the two
@@ -42,20 +44,30 @@ def source_images(size: int, count: int) -> list[tuple[Any, int]]:
     return [(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), 0) for _ in range(count)]
 
 
-def kornia_rate(size: int, batch: int, device: str, rounds: int) -> float:
-    import torch
+def device_batch(views: Any, size: int, batch: int, device: str) -> dict[str, Any]:
+    """A collated batch of ``views``' own sample transform, moved to ``device``."""
+    from torch.utils.data import default_collate
 
+    from ssl_core.data.loader import to_device
+
+    transform = views.ssl_sample_transform()
+    samples = [transform(image) for image, _ in source_images(size, batch)]
+    return to_device(default_collate(samples), device)
+
+
+def device_rate(size: int, batch: int, device: str, rounds: int) -> float:
+    """Pairs per second of ``kornia``'s ``ssl_make_views`` on a device batch of its crops."""
     _, views = _config(size, "kornia")
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
-    call = lambda: views.ssl_make_views(batch={"image": images})  # noqa: E731
+    data = device_batch(views, size, batch, device)
+    call = lambda: views.ssl_make_views(batch=data)  # noqa: E731
     call()
     times = interleaved({"kornia": call}, rounds=rounds, repeat=1, device=device)
     return batch / median(times["kornia"])
 
 
-def albumentations_rate(size: int, batch: int, rounds: int) -> float:
-    """Pairs per second of the sample transform in this process (one core)."""
-    config, views = _config(size, "albumentations")
+def transform_rate(generator: str, size: int, batch: int, rounds: int) -> float:
+    """Pairs per second of the generator's sample transform in this process (one core)."""
+    _, views = _config(size, generator)
     transform = views.ssl_sample_transform()
     images = [image for image, _ in source_images(size, batch)]
 
@@ -64,15 +76,32 @@ def albumentations_rate(size: int, batch: int, rounds: int) -> float:
             transform(image)
 
     call()
-    times = interleaved({"albumentations": call}, rounds=rounds, repeat=1)
-    return batch / median(times["albumentations"])
+    times = interleaved({generator: call}, rounds=rounds, repeat=1)
+    return batch / median(times[generator])
 
 
-def loader_rate(size: int, batch: int, workers: int, batches: int, pin_memory: bool) -> float:
+def in_process_rate(size: int, batch: int, rounds: int) -> float:
+    """Pairs per second of ``kornia``'s two parts one after the other in this process (CPU)."""
+    from torch.utils.data import default_collate
+
+    _, views = _config(size, "kornia")
+    transform = views.ssl_sample_transform()
+    images = [image for image, _ in source_images(size, batch)]
+    call = lambda: views.ssl_make_views(  # noqa: E731
+        batch=default_collate([transform(image) for image in images])
+    )
+    call()
+    times = interleaved({"kornia": call}, rounds=rounds, repeat=1)
+    return batch / median(times["kornia"])
+
+
+def loader_rate(
+    generator: str, size: int, batch: int, workers: int, batches: int, pin_memory: bool
+) -> float:
     """Pairs per second out of the engine's training loader with ``workers`` processes."""
     from ssl_core.data.loader import build_train_loader
 
-    config, views = _config(size, "albumentations")
+    config, views = _config(size, generator)
     items = source_images(size, batch * (batches + 2 * workers + 2))
     loader = build_train_loader(
         items,
@@ -113,32 +142,46 @@ def measure(setting: Setting, sizes: tuple[int, ...]) -> list[list[str]]:
         model_setting = Setting(**{**setting.__dict__, "image_size": size, "batch_size": batch})
         model = step_only_rate(model_setting, ["augment=albumentations"], 1 if setting.quick else 2)
         view_batch = 16 if setting.quick else 64
+        pin = setting.device.startswith("cuda")
         figures = [
             (
                 "kornia",
                 f"{setting.device}, in the training process",
-                kornia_rate(size, view_batch, setting.device, rounds),
-            ),
-            (
-                "albumentations",
-                "1 core, in this process",
-                albumentations_rate(size, view_batch, rounds),
-            ),
+                device_rate(size, view_batch, setting.device, rounds),
+            )
         ]
-        for workers in worker_counts:
+        if setting.device == "cpu":
             figures.append(
                 (
-                    "albumentations",
-                    f"training loader, {workers} worker{'s' if workers > 1 else ''}",
-                    loader_rate(
-                        size,
-                        view_batch,
-                        workers,
-                        batches=2 if setting.quick else 6,
-                        pin_memory=setting.device.startswith("cuda"),
-                    ),
+                    "kornia",
+                    "crops then device part, in this process",
+                    in_process_rate(size, view_batch, rounds),
                 )
             )
+        for generator in ("kornia", "albumentations"):
+            part = "crops" if generator == "kornia" else "views"
+            figures.append(
+                (
+                    generator,
+                    f"{part}, 1 core, in this process",
+                    transform_rate(generator, size, view_batch, rounds),
+                )
+            )
+            for workers in worker_counts:
+                figures.append(
+                    (
+                        generator,
+                        f"{part}, training loader, {workers} worker{'s' if workers > 1 else ''}",
+                        loader_rate(
+                            generator,
+                            size,
+                            view_batch,
+                            workers,
+                            batches=2 if setting.quick else 6,
+                            pin_memory=pin,
+                        ),
+                    )
+                )
         for generator, where, pairs in figures:
             rows.append(
                 [

@@ -53,10 +53,9 @@ def run_plugin(name: str, config) -> Any:
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    if "image" in samples[0]:
-        return {"image": torch.stack([s["image"] for s in samples])}
-    count = len(samples[0]["views"])
-    return {"views": [torch.stack([s["views"][i] for s in samples]) for i in range(count)]}
+    (key,) = samples[0]  # "crops" (kornia) or "views" (albumentations)
+    count = len(samples[0][key])
+    return {key: [torch.stack([s[key][i] for s in samples]) for i in range(count)]}
 
 
 def make_views(name: str, images: list[np.ndarray], config=None) -> list[torch.Tensor]:
@@ -150,8 +149,8 @@ def test_sample_transform_takes_any_size_and_pickles(name, shape):
     transform = pickle.loads(pickle.dumps(transform))
     image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     sample = transform(image)
-    tensors = [sample["image"]] if name == "kornia" else sample["views"]
-    assert len(tensors) == (1 if name == "kornia" else 2)
+    (tensors,) = sample.values()
+    assert len(tensors) == 2
     for tensor in tensors:
         assert tensor.shape == (3, SIZE, SIZE)
         assert tensor.dtype == torch.uint8
@@ -187,13 +186,15 @@ def test_views_equal_the_input_when_every_op_is_off(name):
         torch.testing.assert_close(view, as_float(images), atol=0.5 / 255, rtol=0)
 
 
-def test_kornia_views_equal_the_resized_input_when_every_op_is_off():
+def test_kornia_views_equal_the_workers_crops_when_every_photometric_op_is_off():
     images = random_images(4, height=40, width=60)
-    config = make_config(**IDENTITY)
-    run = run_plugin("kornia", config)
+    photometric_off = {k: v for k, v in IDENTITY.items() if not k.startswith("crop_")}
+    run = run_plugin("kornia", make_config(**photometric_off))
     batch = collate([run.ssl_sample_transform()(image) for image in images])
-    for view in run.ssl_make_views(batch=batch):
-        torch.testing.assert_close(view, batch["image"].float() / 255, atol=0.5 / 255, rtol=0)
+    views = run.ssl_make_views(batch=batch)
+    for view, crops in zip(views, batch["crops"], strict=True):
+        torch.testing.assert_close(view, crops.float() / 255, atol=1e-6, rtol=0)
+    assert not torch.equal(batch["crops"][0], batch["crops"][1])
 
 
 @pytest.mark.parametrize("name", GENERATORS)
@@ -237,16 +238,16 @@ def test_grayscale_only_gives_equal_channels(name):
 
 
 def test_kornia_leaves_the_batch_untouched():
-    config = make_config()
+    config = make_config(**{**IDENTITY, "jitter_prob": 1.0, "solarize_prob_view1": 1.0})
     run = run_plugin("kornia", config)
-    images = torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8)
-    before = images.clone()
+    crops = [torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8) for _ in range(2)]
+    before = [c.clone() for c in crops]
     pipeline = run.pipelines[0]
-    floats = images.float() / 255
+    floats = crops[0].float() / 255
     floats_before = floats.clone()
-    run.ssl_make_views(batch={"image": images})
-    pipeline(floats)
-    assert torch.equal(images, before)
+    run.ssl_make_views(batch={"crops": crops})
+    assert not torch.equal(pipeline(floats), floats)
+    assert all(torch.equal(c, b) for c, b in zip(crops, before, strict=True))
     assert torch.equal(floats, floats_before)
 
 
@@ -268,8 +269,12 @@ def test_kornia_hue_shift_matches_kornia_adjust_hue():
 def test_kornia_views_stay_on_the_device():
     config = make_config()
     run = run_plugin("kornia", config)
-    images = torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8, device="cuda")
-    for view in run.ssl_make_views(batch={"image": images}):
+    crops = [
+        torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8, device="cuda")
+        for _ in range(2)
+    ]
+    for view in run.ssl_make_views(batch={"crops": crops}):
+        assert view.dtype == torch.float32
         assert view.device.type == "cuda"
         assert view.shape == (4, 3, SIZE, SIZE)
         assert view.min() >= 0.0 and view.max() <= 1.0

@@ -4,12 +4,14 @@
 random resized crop cut from it at full resolution as the reference does on the host;
 :meth:`AlbumentationsViews.ssl_make_views` only converts the collated views to float.
 
+The crop boxes follow torchvision's algorithm, as the ``kornia`` generator's do
+(:func:`ssl_augment.crops.crop_box`), and are resized the same way: area averaging when
+shrinking (anti-aliased, as PIL does), bilinear when enlarging.
+
 Unavoidable differences from the reference (and from the ``kornia`` generator):
 
 - the pipelines work on ``uint8`` images and round after each op, and OpenCV's 8-bit HSV keeps
   hue in 2-degree steps, so a hue shift is quantized to 1/180 of a turn.
-- down-scaling crops are resized with area averaging (anti-aliased, as PIL does); kornia's
-  crops are only up-sampled, bilinearly.
 """
 
 from __future__ import annotations
@@ -22,11 +24,22 @@ import torch
 
 from ssl_core import hookimpl
 
+from .crops import Box
 from .recipe import CROP_RATIO, AugmentOptions, ViewRecipe, as_rgb, blur_kernel_size
 
 
-def build_pipeline(options: AugmentOptions, recipe: ViewRecipe, size: int, seed: int) -> Any:
-    """One view's ``albumentations.Compose``: ``uint8 HxWx3`` of any size to ``S x S``."""
+def build_pipeline(
+    options: AugmentOptions,
+    recipe: ViewRecipe,
+    size: int,
+    seed: int,
+    *,
+    save_applied_params: bool = False,
+) -> Any:
+    """One view's ``albumentations.Compose``: ``uint8 HxWx3`` of any size to ``S x S``.
+
+    ``save_applied_params`` makes each output carry the parameters drawn (the crop's box).
+    """
     import albumentations as A
 
     kernel = blur_kernel_size(size)
@@ -57,6 +70,7 @@ def build_pipeline(options: AugmentOptions, recipe: ViewRecipe, size: int, seed:
             A.Solarize(threshold_range=(0.5, 0.5), p=recipe.solarize_prob),
         ],
         seed=seed,
+        save_applied_params=save_applied_params,
     )
 
 
@@ -74,6 +88,7 @@ class PipelineViews:
         self.options = options
         self.size = size
         self._pipelines: list[Any] = []
+        self._recording: list[Any] = []
         self._pid = -1
 
     def __getstate__(self) -> dict[str, Any]:
@@ -99,20 +114,50 @@ class PipelineViews:
         ]
         self._pid = os.getpid()
 
+    def _outputs(self, pipelines: list[Any], array: Any) -> list[dict[str, Any]]:
+        """Each pipeline's output for ``array``, its random state drawn from torch's RNG."""
+        import numpy as np
+
+        outputs = []
+        seeds = torch.randint(0, 2**62, (len(pipelines),)).tolist()
+        for pipeline, seed in zip(pipelines, seeds, strict=True):
+            pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
+            outputs.append(pipeline(image=array))
+        return outputs
+
     def __call__(self, image: Any) -> dict[str, list[torch.Tensor]]:
         import numpy as np
 
         # A pipeline forked from another process would hold that process's state.
         if self._pid != os.getpid():
             self.build()
-        array = as_rgb(image)
         views = []
-        seeds = torch.randint(0, 2**62, (len(self._pipelines),)).tolist()
-        for pipeline, seed in zip(self._pipelines, seeds, strict=True):
-            pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
-            view = pipeline(image=array)["image"]
+        for output in self._outputs(self._pipelines, as_rgb(image)):
+            view = output["image"]
             views.append(torch.from_numpy(np.ascontiguousarray(view.transpose(2, 0, 1))))
         return {"views": views}
+
+    def boxes(self, height: int, width: int) -> list[Box]:
+        """Each view's crop box in a ``height x width`` image, drawn as :meth:`__call__` draws it.
+
+        ``(top, left, height, width)`` in pixels of the image; the same draws from torch's RNG
+        as a call, through the same pipelines (copies that record what they apply).
+        """
+        import numpy as np
+
+        if not self._recording:
+            self._recording = [
+                build_pipeline(options, recipe, size, seed=0, save_applied_params=True)
+                for options, recipe, size in self.crops()
+            ]
+        boxes = []
+        for output in self._outputs(self._recording, np.zeros((height, width, 3), np.uint8)):
+            applied = dict(output["applied_transforms"])
+            x_min, y_min, x_max, y_max = (
+                int(v) for v in applied["RandomResizedCrop"]["crop_coords"]
+            )
+            boxes.append((y_min, x_min, y_max - y_min, x_max - x_min))
+        return boxes
 
 
 class TwoViews(PipelineViews):

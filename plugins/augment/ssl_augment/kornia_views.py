@@ -1,17 +1,24 @@
-"""The ``kornia`` view generator: BYOL views made on the training device, drawn per sample.
+"""The ``kornia`` view generator: BYOL views split between the workers and the device.
 
-DataLoader workers only centre-crop and resize each image to ``S x S`` (:class:`CenterSquare`);
-:meth:`KorniaViews.ssl_make_views` then runs the two pipelines of :mod:`ssl_augment.recipe` on the
-batch where it lives (the GPU under CUDA), every random parameter drawn per sample.
+The geometry of each view is drawn per sample and cut on ``uint8`` in the DataLoader workers
+(:class:`ssl_augment.crops.CropFlip`): a random resized crop of the full-resolution image, drawn
+as the ``albumentations`` generator draws it, and the horizontal flip; each image travels as
+two ``S x S`` crops. :meth:`KorniaViews.ssl_make_views` then runs the photometric part of the two
+pipelines of :mod:`ssl_augment.recipe` (colour jitter, grayscale, blur, solarize) on the batch
+where it lives (the GPU under CUDA), every random parameter drawn per sample. The reference
+splits the work the same way: crops on the host, the rest per image on the accelerator.
 
-Unavoidable differences from the reference (and from the ``albumentations`` generator):
+What is left different:
 
-- the random resized crop is cut from the centred ``S x S`` square the workers send, not from
-  the full image: the margins of a non-square image are never seen, and a small crop is
-  up-sampled from ``S``-pixel data, so it is softer than one cut from the full-resolution image.
-- colour jitter draws its random order once per call (per batch; per chunk on the CPU), not
-  per image; its four factors are drawn per image.
-- everything runs in float32; the albumentations pipelines round to ``uint8`` after each op.
+- from the reference and from ``albumentations``: Kornia's colour jitter draws its random order
+  once per call (per batch; per chunk of a few MB on the CPU), not per image; its four factors
+  are drawn per image.
+- from ``albumentations``: the photometric steps run in float32 on the crops, which are rounded
+  to ``uint8`` once, after the resize; the albumentations pipelines round after each op, and
+  OpenCV's 8-bit HSV quantizes their hue shifts to 1/180 of a turn.
+- from ``albumentations``: the crop boxes are drawn from torch's generator, albumentations'
+  from its own: the same distribution (``tests/plugins/test_view_crops.py``), other draws for
+  a given seed.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import torch
 
 from ssl_core import hookimpl
 
-from .recipe import CROP_RATIO, AugmentOptions, ViewRecipe, as_rgb, blur_kernel_size
+from .crops import CropFlip
+from .recipe import AugmentOptions, ViewRecipe, blur_kernel_size
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -32,34 +40,6 @@ Op = Callable[[torch.Tensor], torch.Tensor]
 # 64 is 38 MB) is page-faulted anew on every op. Working through the batch in chunks of a few MB
 # keeps the buffers in the reused heap and in cache: about 1.4 times as fast at 224 px.
 _CPU_CHUNK_BYTES = 8 << 20
-
-
-class CenterSquare:
-    """Sample transform: the centred square of an image, resized to ``size`` pixels.
-
-    Takes a ``uint8`` ``HxWx3`` array of any size; returns ``{"image": uint8 [3,S,S]}``.
-    Picklable (it holds one int), so it runs in DataLoader workers.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, image: Any) -> dict[str, torch.Tensor]:
-        import cv2
-        import numpy as np
-
-        array = as_rgb(image)
-        height, width = array.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        square = array[top : top + side, left : left + side]
-        if side != self.size:
-            # INTER_AREA averages when shrinking (no aliasing); bilinear when enlarging.
-            interpolation = cv2.INTER_AREA if side > self.size else cv2.INTER_LINEAR
-            square = cv2.resize(
-                np.ascontiguousarray(square), (self.size, self.size), interpolation=interpolation
-            )
-        return {"image": torch.from_numpy(np.ascontiguousarray(square.transpose(2, 0, 1)))}
 
 
 def rotate_hue(image: torch.Tensor, radians: torch.Tensor) -> torch.Tensor:
@@ -109,21 +89,17 @@ def _sometimes(op: Op, prob: float, images: torch.Tensor) -> torch.Tensor:
 
 
 class ViewPipeline:
-    """One BYOL view: ``float32 [B,3,S,S]`` in ``[0,1]`` to a view of the same shape.
+    """The photometric part of one BYOL view: ``[B,3,S,S]`` crops to a ``float32`` view in ``[0,1]``.
 
-    Built once per run; each call draws new parameters per sample. The input is not modified.
+    Takes the crops as ``uint8`` (or float in ``[0,1]``) on any device and returns a new tensor
+    there: colour jitter, grayscale, blur and solarize with the recipe's probabilities, every
+    parameter drawn per sample. Built once per run; each call draws anew. The input is not
+    modified.
     """
 
     def __init__(self, options: AugmentOptions, recipe: ViewRecipe, size: int) -> None:
         import kornia.augmentation as K
 
-        self.size = size
-        self.crop = K.RandomResizedCrop(
-            (size, size),
-            scale=(options.crop_scale_min, options.crop_scale_max),
-            ratio=CROP_RATIO,
-            align_corners=False,
-        )
         # ColorJitter (not ColorJiggle) has torchvision/PIL semantics: brightness multiplies,
         # contrast and saturation blend with the grey mean / grey image.
         jitter = K.ColorJitter(
@@ -143,32 +119,32 @@ class ViewPipeline:
         # Kornia draws the solarize threshold around 0.5 by default; BYOL's is exactly 0.5.
         solarize = K.RandomSolarize(thresholds=0.0, additions=0.0, p=1.0)
         self.steps: list[tuple[Op, float]] = [
-            (K.RandomHorizontalFlip(p=1.0), options.flip_prob),
             (jitter, options.jitter_prob),
             (K.RandomGrayscale(p=1.0), options.grayscale_prob),
             (blur, recipe.blur_prob),
             (solarize, recipe.solarize_prob),
         ]
 
-    def _view(self, images: torch.Tensor) -> torch.Tensor:
-        view = self.crop(images)
-        if view.data_ptr() == images.data_ptr():
-            # The steps below may write into their input; the caller's batch feeds both views.
-            view = view.clone()
+    def _view(self, crops: torch.Tensor) -> torch.Tensor:
+        # A float copy of its own: the steps may write into their input.
+        view = crops.to(torch.float32, copy=True)
+        if crops.dtype == torch.uint8:
+            view.div_(255.0)
         for op, prob in self.steps:
             view = _sometimes(op, prob, view)
         return view
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        batch = images.shape[0]
-        views = torch.empty(
-            (batch, 3, self.size, self.size), dtype=images.dtype, device=images.device
-        )
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        batch = crops.shape[0]
         step = batch
-        if images.device.type == "cpu":
-            step = max(1, _CPU_CHUNK_BYTES // (3 * self.size * self.size * images.element_size()))
-        for start in range(0, batch, step):
-            views[start : start + step] = self._view(images[start : start + step])
+        if crops.device.type == "cpu":
+            step = max(1, _CPU_CHUNK_BYTES // (4 * crops[0].numel()))
+        if step >= batch:
+            views = self._view(crops)
+        else:
+            views = torch.empty(crops.shape, dtype=torch.float32, device=crops.device)
+            for start in range(0, batch, step):
+                views[start : start + step] = self._view(crops[start : start + step])
         # Blur and grayscale weights sum to 1 only up to rounding.
         return views.clamp_(0.0, 1.0)
 
@@ -180,14 +156,15 @@ class KorniaViews:
         self.size = size
         self.options = options
         self.pipelines = [ViewPipeline(self.options, r, self.size) for r in self.options.views()]
+        self.transform = CropFlip(self.options, self.size, views=len(self.pipelines))
 
     @hookimpl
-    def ssl_sample_transform(self) -> CenterSquare:
-        """Workers only centre-crop and resize; the views are made on the device."""
-        return CenterSquare(self.size)
+    def ssl_sample_transform(self) -> CropFlip:
+        """Workers cut each view's crop and flip from the full image, on ``uint8``."""
+        return self.transform
 
     @hookimpl
     def ssl_make_views(self, batch: dict[str, Any]) -> list[torch.Tensor]:
-        """Two ``float32 [B,3,S,S]`` views in ``[0,1]`` of ``batch["image"]`` (``uint8``)."""
-        images = batch["image"].float().div_(255.0)
-        return [pipeline(images) for pipeline in self.pipelines]
+        """Two ``float32 [B,3,S,S]`` views in ``[0,1]`` of ``batch["crops"]`` (``uint8``)."""
+        crops = batch["crops"]
+        return [pipeline(c) for pipeline, c in zip(self.pipelines, crops, strict=True)]

@@ -34,7 +34,8 @@ def ssl_register_view_generators(register: Any) -> None:
         kornia_views,
         options=AugmentOptions,
         views=2,
-        description="BYOL views made on the training device with Kornia, drawn per sample",
+        description="BYOL views: crops cut in the DataLoader workers, colour and blur on the "
+        "training device with Kornia, drawn per sample",
         auto_for=("cuda", "mps"),
     )
     register(
