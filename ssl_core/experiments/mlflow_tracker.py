@@ -59,6 +59,19 @@ def experiment_id_of(client: Any, name: str) -> str:
     return experiment.experiment_id if experiment is not None else client.create_experiment(name)
 
 
+def _continuation_tags(client: Any, parent: str | None) -> dict[str, str]:
+    """A continued run (:mod:`ssl_core.training.continuation`) is a child of the finished run."""
+    if not parent:
+        return {}
+    tags = {"ssl.continued_from": parent}
+    try:
+        client.get_run(parent)
+        tags["mlflow.parentRunId"] = parent
+    except Exception:
+        pass  # the finished run lives in another store: the tag still names it
+    return tags
+
+
 class MlflowTracker:
     """Logs each run to MLflow; answers the lifecycle hooks, owns its client and buffer."""
 
@@ -133,9 +146,8 @@ class MlflowTracker:
 
         tracking = run.config.tracking
         experiment_id = experiment_id_of(client, tracking.experiment)
-        run_id = client.create_run(
-            experiment_id, run_name=tracking.run_name, tags=run.tags
-        ).info.run_id
+        tags = {**run.tags, **_continuation_tags(client, run.extra.get("continued_from"))}
+        run_id = client.create_run(experiment_id, run_name=tracking.run_name, tags=tags).info.run_id
         params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(run.config).items()]
         for i in range(0, len(params), 100):
             client.log_batch(run_id, params=params[i : i + 100])
