@@ -16,14 +16,13 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssl_core import hookimpl
 from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from omegaconf import DictConfig
 
     from ssl_core.training.run import RunContext
@@ -290,5 +289,47 @@ def log_evaluation(
         metrics.extend(Metric(key, float(v), now, step) for step, v in points)
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def log_embeddings(
+    cfg: Any, source: Any, path: Path, info: dict[str, Any], started_ms: int
+) -> str | None:
+    """Log ``ssl embed``'s file as the artifact of an evaluation child run of the source's
+    run (``ssl.eval=embed``); only for a source found in this store. Returns the run's id."""
+    if not (cfg.tracking.enabled and source.in_store and source.run_id):
+        return None
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from ssl_core.config import flatten
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    tags = {
+        "ssl.eval": "embed",
+        "ssl.source": source.spec,
+        "ssl.source_run_id": source.run_id,
+        "mlflow.parentRunId": source.run_id,
+    }
+    run_id = client.create_run(
+        source.experiment_id, start_time=started_ms, run_name="embed", tags=tags
+    ).info.run_id
+    try:
+        params = {"eval.protocol": "embed", "source": source.spec, "out": str(path)}
+        for key, value in flatten(cfg).items():
+            if key.split(".")[0] in ("data", "backbone") or key == "trainer.seed":
+                params[key] = value
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric("embed/rows", info["rows"], now, 0),
+            Metric("embed/dim", info["dim"], now, 0),
+        ]
+        client.log_batch(run_id, metrics=metrics)
+        client.log_artifact(run_id, str(path), artifact_path="embeddings")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id
