@@ -84,49 +84,41 @@ def _selectors(**chosen: Any) -> list[str]:
     return [f"{group}={value}" for group, value in chosen.items() if value is not None]
 
 
-def _given(args: Sequence[str], key: str) -> str | None:
-    from ssl_core.evaluation.arguments import raw_override
-
-    return raw_override(args, key, None)  # type: ignore[arg-type]
-
-
 def config_layers(
     args: Sequence[str], *, config: ConfigSource | None, from_run: str | None, plugins: Plugins
 ) -> list[Layer]:
     """The layers of a run's config, lowest first: ``from_run``'s config, the config files,
     ``args`` (the command line), and for ``resume=RUN`` the run's own config underneath."""
     from ssl_core.config.files import Layer, file_layer, overrides_of
-    from ssl_core.config.resolve import parse_overrides
+    from ssl_core.config.resolve import parse_overrides, parse_value
     from ssl_core.experiments.rerun import from_layer, resume_layers
     from ssl_core.experiments.store import DEFAULT_URI
 
-    layers: list[Layer] = []
-    if from_run is not None:
-        uri = _given(args, "tracking.uri") or DEFAULT_URI
-        layers.append(from_layer(str(from_run), uri, plugins.versions()))
     sources = [] if config is None else config
     if isinstance(sources, (str, Path, Mapping)):
         sources = [sources]
-    for source in sources:
-        if isinstance(source, Mapping):
-            layers.append(Layer("config", overrides_of(source)))
-        else:
-            layers.append(file_layer(source))
-    layers.append(Layer(None, list(args)))
-    resume = output = None
-    for layer in layers:
-        for key, raw in parse_overrides(layer.args):
-            if key == "resume.path":
-                resume = raw
-            elif key == "output_dir":
-                output = raw
-    if resume not in (None, "", "null"):
+    given = [
+        Layer("config", overrides_of(source)) if isinstance(source, Mapping) else file_layer(source)
+        for source in sources
+    ]
+    given.append(Layer(None, list(args)))
+    # what the files and the command line say about where runs are, before a run is read
+    settings = {key: raw for layer in given for key, raw in parse_overrides(layer.args)}
+    where = {
+        k: parse_value(k, settings[k])
+        for k in ("tracking.uri", "resume.path", "output_dir")
+        if k in settings
+    }
+    uri = str(where.get("tracking.uri") or DEFAULT_URI)
+    layers = [from_layer(str(from_run), uri, plugins.versions())] if from_run is not None else []
+    layers += given
+    resume, output = where.get("resume.path"), where.get("output_dir")
+    if resume not in (None, ""):
         if from_run is not None:
             raise UserError(
                 f"--from starts a new run and resume={resume} continues one; give one of them"
             )
-        uri = _given(args, "tracking.uri") or DEFAULT_URI
-        found = resume_layers(str(resume), output, uri)
+        found = resume_layers(str(resume), None if output is None else str(output), uri)
         if found is not None:
             base, pointer = found
             layers = [base, *layers, pointer]
