@@ -54,7 +54,7 @@ class TrainResult:
     run_id: str | None
     output_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)
-    config: Any = None
+    config: Any = field(default=None, repr=False)
 
     def load_encoder(self) -> torch.nn.Module:
         """The run's trained encoder (see :func:`load_encoder`)."""
