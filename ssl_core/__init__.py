@@ -4,7 +4,9 @@ This package is the whole public surface: plugins import what they use from ``ss
 nothing from its submodules, which are free to change. Importing it does not import torch;
 the names that need torch are loaded the first time they are used.
 
-For users: :func:`load_encoder` (a run's encoder as a ``torch.nn.Module``).
+For users (see :mod:`ssl_core.api`): :func:`train` (pretrain, returns a :class:`TrainResult`),
+:func:`load_encoder` (a run's encoder as a ``torch.nn.Module``), :func:`embed` (embeddings of
+images, :class:`Embeddings`), :func:`evaluate`, :func:`export` and :func:`resolve_config`.
 
 For plugin authors:
 
@@ -36,7 +38,14 @@ hookimpl = pluggy.HookimplMarker("ssl_core")
 
 #: Public names loaded on first use: ``name -> module``.
 _LAZY = {
+    "train": "ssl_core.api",
+    "TrainResult": "ssl_core.api",
+    "resolve_config": "ssl_core.api",
     "load_encoder": "ssl_core.api",
+    "embed": "ssl_core.api",
+    "Embeddings": "ssl_core.evaluation.embeddings",
+    "evaluate": "ssl_core.api",
+    "export": "ssl_core.api",
     "ImageData": "ssl_core.data.image_data",
     "StepInfo": "ssl_core.training.run",
     "mlp": "ssl_core.methods.heads",

@@ -1,4 +1,5 @@
-"""The ``ssl`` command: ``run``, ``config``, ``plugins``, ``eval``, ``export``, ``compare``.
+"""The ``ssl`` command: ``run``, ``config``, ``plugins``, ``eval``, ``export``, ``embed``,
+``compare``; a thin layer over :mod:`ssl_core.api`.
 
 Every option of a run is a ``key=value`` override (``backbone=resnet50``,
 ``trainer.batch_size=64``). Mistakes a user can make print one line and exit with code 2;
@@ -24,6 +25,10 @@ examples:
   ssl plugins                       # what is installed
   ssl run --multirun backbone=resnet18,resnet34 byol.tau_base=0.99,0.996   # 4 runs
   ssl eval linear run=RUN_ID        # linear probe of a run's encoder (or run=PATH/checkpoint.pt)
+  ssl run --config exp.yaml trainer.epochs=10   # a YAML file of options; the command line wins
+  ssl run --from RUN_ID optim.lr=0.9            # re-run a run with one change
+  ssl run resume=RUN_ID trainer.epochs=200      # continue a finished run for longer
+  ssl embed run=RUN_ID data=folder data.path=./images out=embeddings.parquet
   ssl compare experiment=ssl_core --plot runs.png
 """
 
@@ -53,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
         "--multirun",
         action="store_true",
         help="key=a,b,... values: run every combination in sequence into one experiment",
+    )
+    run.add_argument(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help="a YAML file of options (repeatable); key=value arguments win",
+    )
+    run.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN",
+        help="start from the resolved config of a run (MLflow id, run directory, config.yaml)",
     )
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -85,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("overrides", nargs="*", metavar="key=value", help="run=..., out=FILE")
     export.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    embed = sub.add_parser(
+        "embed",
+        help="write a run's embeddings of every image: parquet, npy or safetensors",
+        description="Embed every image of a dataset (the run's, or data=...) with the frozen "
+        "encoder of run=RUN_ID|PATH into out=FILE (.parquet, .npy, .safetensors); head=NAME "
+        "adds a head's output (head=projector).",
+    )
+    embed.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="run=..., out=FILE, data=..., head=..."
+    )
+    embed.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     compare = sub.add_parser("compare", help="compare runs: differing config keys and metrics")
     compare.add_argument(
@@ -126,7 +155,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssl_core.config import build_config, to_yaml
+    from ssl_core import api
+    from ssl_core.config import to_yaml
     from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
@@ -134,14 +164,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.multirun:
         from ssl_core.experiments.sweep import run_sweep
 
-        return run_sweep(args.overrides, plugins, print_config=args.print_config)
-    cfg, selection = build_config(args.overrides, plugins.registry)
+        base = api.config_layers([], config=args.config, from_run=args.from_run, plugins=plugins)
+        return run_sweep(args.overrides, plugins, print_config=args.print_config, base=base)
+    cfg, selection = api.resolve(
+        args.overrides, config=args.config, from_run=args.from_run, plugins=plugins
+    )
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from ssl_core.training.engine import train
-
-    metrics = train(cfg, selection, plugins)
+    metrics = api.run(cfg, selection, plugins).metrics
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole run
         summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         print(f"done: {cfg.output_dir} {summary}".rstrip())
@@ -180,23 +211,38 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ssl_core.evaluation.evaluate import describe, evaluate
+    from ssl_core.api import evaluate
+    from ssl_core.evaluation.evaluate import describe
     from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
-    result = evaluate(args.protocol, args.overrides, plugins)
+    result = evaluate(None, args.protocol, overrides=args.overrides, plugins=plugins)
     print(json.dumps(result, indent=2) if args.json else describe(result))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ssl_core.evaluation.export import describe, export
+    from ssl_core.api import export
+    from ssl_core.evaluation.export import describe
     from ssl_core.plugins import warn_failures
 
     plugins = _load_plugins()
     warn_failures(plugins)
-    print(describe(export(args.overrides, plugins)))
+    print(describe(export(None, overrides=args.overrides, plugins=plugins)))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from ssl_core.evaluation.embed import DEFAULT_OUT, describe, embed
+    from ssl_core.plugins import warn_failures
+
+    plugins = _load_plugins()
+    warn_failures(plugins)
+    overrides = list(args.overrides)
+    if not any(o.startswith("out=") for o in overrides):
+        overrides.append(f"out={DEFAULT_OUT}")
+    print(describe(*embed(overrides, plugins)))
     return 0
 
 
@@ -213,6 +259,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "eval": cmd_eval,
     "export": cmd_export,
+    "embed": cmd_embed,
     "compare": cmd_compare,
 }
 

@@ -149,7 +149,9 @@ def ssl_build_backbone() -> torch.nn.Module:
 
     Called once per run. The module must expose ``num_features`` (``D``, an int); the core
     checks it. The engine keeps a reference to it: it is the encoder that is evaluated and
-    exported.
+    exported. The core then loads ``backbone.weights`` into it, when given; a backbone's own
+    published weights are its ``pretrained`` option (turned off by the core when it rebuilds
+    an encoder to load a run's trained weights into it).
     """
 
 

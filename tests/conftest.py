@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +50,60 @@ def tiny_run_args(tmp_path: Path) -> list[str]:
         "tracking.experiment=tests",
         f"output_dir={tmp_path}/run",
     ]
+
+
+@dataclass
+class TrainedRun:
+    """A finished tiny run shared by the tests that only read it (embed, load, --from)."""
+
+    result: Any  # the ssl_core.TrainResult
+    root: Path
+    args: list[str]
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def output_dir(self) -> Path:
+        return self.result.output_dir
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root}/mlflow.db"
+
+    @property
+    def uri(self) -> str:
+        return f"tracking.uri={self.tracking_uri}"
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """One epoch of BYOL on synthetic data, trained with ``ssl_core.train`` in a worker thread
+    (as a notebook's background job would: no signal handlers there), tracked in MLflow."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ssl_core
+
+    root = tmp_path_factory.mktemp("trained")
+    args = [
+        "backbone=test_resnet",
+        "data.num_samples=40",
+        "data.image_size=32",
+        "augment=albumentations",
+        "trainer.batch_size=8",
+        "trainer.epochs=1",
+        "trainer.num_workers=0",
+        "optim.warmup_epochs=0",
+        "byol.proj_hidden_dim=32",
+        "byol.proj_dim=16",
+        "byol.pred_hidden_dim=32",
+        f"tracking.uri=sqlite:///{root}/mlflow.db",
+        "tracking.experiment=tests",
+        f"output_dir={root}/run",
+    ]
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(
+            ssl_core.train, method="byol", data="synthetic", overrides=args
+        ).result()
+    return TrainedRun(result, root, ["method=byol", "data=synthetic", *args])

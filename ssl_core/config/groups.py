@@ -21,6 +21,12 @@ class BackboneGroup:
     name: str | None = option(
         None, "encoder name (any registered backbone; default: the installed default backbone)"
     )
+    weights: str | None = option(
+        None,
+        "start the encoder from these weights: a safetensors file (an exported encoder, timm's "
+        "model.safetensors), a checkpoint, a run directory or an MLflow run id; every tensor "
+        "must fit",
+    )
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,11 +21,13 @@ def extract_features(
     device: torch.device | str,
     batch_size: int = 256,
     num_workers: int = 0,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode every item's evaluation view with a frozen encoder.
 
     Images go through :func:`eval_transform` and :func:`normalize`; the encoder runs in eval
     mode under ``torch.no_grad()`` and is put back in the train/eval mode it had.
+    ``progress(n)`` is called after each batch with the number of items it held.
 
     :return: features ``float32 [N, D]`` and labels ``int64 [N]``, both on the CPU, in the
         order of ``items``.
@@ -49,6 +51,8 @@ def extract_features(
                 x = normalize(batch["image"].to(device, non_blocking=True))
                 features.append(encoder(x).flatten(1).float().cpu())
                 labels.append(batch["label"].to(torch.int64))
+                if progress is not None:
+                    progress(len(labels[-1]))
     finally:
         encoder.train(was_training)
     if not features:

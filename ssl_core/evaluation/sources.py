@@ -40,8 +40,22 @@ class Source:
     experiment_id: str | None = None
 
 
+#: Backbone options that give an encoder its starting weights, turned off when an encoder is
+#: rebuilt to receive a run's trained weights: those replace them, and loading a run must not
+#: need the file, run or weight cache it started from (``pretrained`` is the name backbone
+#: plugins use for "the model's own published weights"; see docs/plugins.md).
+STARTING_WEIGHTS = {"weights": None, "pretrained": False}
+
+
 def build_encoder(config: Any, plugins: Plugins) -> torch.nn.Module:
-    """A fresh encoder as the run's backbone component builds it from ``config``."""
+    """A fresh encoder as the run's backbone component builds it from ``config``, without its
+    starting weights (:data:`STARTING_WEIGHTS`): randomly initialized, seeded by the caller."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(OmegaConf.to_container(config))
+    for key, off in STARTING_WEIGHTS.items():
+        if key in config.backbone:
+            config.backbone[key] = off
     component = plugins.registry.get("backbone", str(config.backbone.name))
     with plugins.running(config, [component]):
         encoder = plugins.hook.ssl_build_backbone()
@@ -51,11 +65,9 @@ def build_encoder(config: Any, plugins: Plugins) -> torch.nn.Module:
 
 
 def _load_weights(encoder: torch.nn.Module, weights: dict[str, Any], spec: str, name: str) -> None:
-    try:
-        encoder.load_state_dict(weights)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise UserError(f"the weights of {spec} do not fit backbone '{name}': {first}") from None
+    from ssl_core.training.warm_start import load_strict
+
+    load_strict(encoder, weights, f"the weights of {spec}", name)
 
 
 def _from_checkpoint(path: Path, spec: str, plugins: Plugins) -> Source:
@@ -70,16 +82,11 @@ def _from_checkpoint(path: Path, spec: str, plugins: Plugins) -> Source:
         raise UserError(f"{spec} is not an ssl_core checkpoint: {first}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{spec} is not an ssl_core checkpoint (no model and config in it)")
+    from ssl_core.training.warm_start import encoder_state
+
     config = OmegaConf.create(state["config"])
-    prefix = str(state.get("encoder_prefix") or "")
-    model = state["model"]
-    weights = (
-        {k[len(prefix) + 1 :]: v for k, v in model.items() if k.startswith(prefix + ".")}
-        if prefix
-        else dict(model)
-    )
     encoder = build_encoder(config, plugins)
-    _load_weights(encoder, weights, spec, str(config.backbone.name))
+    _load_weights(encoder, encoder_state(state), spec, str(config.backbone.name))
     return Source(encoder, config, spec, run_id=state.get("mlflow_run_id"))
 
 
@@ -122,7 +129,7 @@ def _from_path(path: Path, spec: str, plugins: Plugins) -> Source:
 
 
 @contextmanager
-def _quiet_downloads() -> Iterator[None]:
+def quiet_downloads() -> Iterator[None]:
     """No MLflow progress bars for the one or two files a source needs."""
     import os
 
@@ -144,7 +151,7 @@ def _from_run(run_id: str, uri: str, plugins: Plugins) -> Source:
     client = open_store(uri)
     mlrun = get_run(client, run_id, uri)
     names = {a.path for a in client.list_artifacts(run_id)}
-    with tempfile.TemporaryDirectory(prefix="ssl-eval-") as tmp, _quiet_downloads():
+    with tempfile.TemporaryDirectory(prefix="ssl-eval-") as tmp, quiet_downloads():
         if {"encoder", "config"} <= names:
             weights = client.download_artifacts(run_id, "encoder/encoder.safetensors", tmp)
             config = client.download_artifacts(run_id, "config/config.yaml", tmp)

@@ -164,8 +164,11 @@ def collect(
             if source:
                 evals.setdefault(source, []).append(run)
     if not run_ids:
-        chosen = [
-            r for r in everything if not _is_eval(r) and "mlflow.parentRunId" not in r.data.tags
+        chosen = [  # a continued run is a child of the run it continues, and a run itself
+            r
+            for r in everything
+            if not _is_eval(r)
+            and ("mlflow.parentRunId" not in r.data.tags or "ssl.continued_from" in r.data.tags)
         ]
         if not chosen:
             raise UserError(f"experiment '{experiment}' has no pretraining runs to compare")

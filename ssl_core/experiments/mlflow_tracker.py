@@ -16,14 +16,13 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ssl_core import hookimpl
 from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from omegaconf import DictConfig
 
     from ssl_core.training.run import RunContext
@@ -57,6 +56,19 @@ def experiment_id_of(client: Any, name: str) -> str:
     """The id of the experiment ``name``, created when the store has none of that name."""
     experiment = client.get_experiment_by_name(name)
     return experiment.experiment_id if experiment is not None else client.create_experiment(name)
+
+
+def _continuation_tags(client: Any, parent: str | None) -> dict[str, str]:
+    """A continued run (:mod:`ssl_core.training.continuation`) is a child of the finished run."""
+    if not parent:
+        return {}
+    tags = {"ssl.continued_from": parent}
+    try:
+        client.get_run(parent)
+        tags["mlflow.parentRunId"] = parent
+    except Exception:
+        pass  # the finished run lives in another store: the tag still names it
+    return tags
 
 
 class MlflowTracker:
@@ -133,9 +145,8 @@ class MlflowTracker:
 
         tracking = run.config.tracking
         experiment_id = experiment_id_of(client, tracking.experiment)
-        run_id = client.create_run(
-            experiment_id, run_name=tracking.run_name, tags=run.tags
-        ).info.run_id
+        tags = {**run.tags, **_continuation_tags(client, run.extra.get("continued_from"))}
+        run_id = client.create_run(experiment_id, run_name=tracking.run_name, tags=tags).info.run_id
         params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(run.config).items()]
         for i in range(0, len(params), 100):
             client.log_batch(run_id, params=params[i : i + 100])
@@ -278,5 +289,47 @@ def log_evaluation(
         metrics.extend(Metric(key, float(v), now, step) for step, v in points)
     for i in range(0, len(metrics), 1000):
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
+    client.set_terminated(run_id, status="FINISHED")
+    return run_id
+
+
+def log_embeddings(
+    cfg: Any, source: Any, path: Path, info: dict[str, Any], started_ms: int
+) -> str | None:
+    """Log ``ssl embed``'s file as the artifact of an evaluation child run of the source's
+    run (``ssl.eval=embed``); only for a source found in this store. Returns the run's id."""
+    if not (cfg.tracking.enabled and source.in_store and source.run_id):
+        return None
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from ssl_core.config import flatten
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    tags = {
+        "ssl.eval": "embed",
+        "ssl.source": source.spec,
+        "ssl.source_run_id": source.run_id,
+        "mlflow.parentRunId": source.run_id,
+    }
+    run_id = client.create_run(
+        source.experiment_id, start_time=started_ms, run_name="embed", tags=tags
+    ).info.run_id
+    try:
+        params = {"eval.protocol": "embed", "source": source.spec, "out": str(path)}
+        for key, value in flatten(cfg).items():
+            if key.split(".")[0] in ("data", "backbone") or key == "trainer.seed":
+                params[key] = value
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric("embed/rows", info["rows"], now, 0),
+            Metric("embed/dim", info["dim"], now, 0),
+        ]
+        client.log_batch(run_id, metrics=metrics)
+        client.log_artifact(run_id, str(path), artifact_path="embeddings")
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
     client.set_terminated(run_id, status="FINISHED")
     return run_id

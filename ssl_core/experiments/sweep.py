@@ -63,13 +63,16 @@ def _given(args: Sequence[str], key: str) -> str | None:
     return value
 
 
-def plan(args: Sequence[str], registry: Any) -> list[tuple[Combination, Any, Any]]:
+def plan(
+    args: Sequence[str], registry: Any, base: Sequence[Any] = ()
+) -> list[tuple[Combination, Any, Any]]:
     """Resolve every combination's config: ``(combination, config, selection)`` in run order.
 
     Runs get a name from their swept values unless ``tracking.run_name`` is given, and their
-    own ``output_dir`` under one sweep directory.
+    own ``output_dir`` under one sweep directory. ``base`` are config layers under the
+    command line (``--config``, ``--from``; see :mod:`ssl_core.config.files`), not swept.
     """
-    from ssl_core.config import build_config
+    from ssl_core.config.files import Layer, build_layered
 
     combos = expand(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -82,12 +85,14 @@ def plan(args: Sequence[str], registry: Any) -> list[tuple[Combination, Any, Any
             name = combo.label or f"sweep-{stamp}"
             extra.append(f"tracking.run_name={name}")
         overrides = [a for a in combo.overrides if not a.startswith("output_dir=")]
-        cfg, selection = build_config(overrides + extra, registry)
+        cfg, selection = build_layered([*base, Layer(None, overrides + extra)], registry)
         planned.append((combo, cfg, selection))
     return planned
 
 
-def run_sweep(args: Sequence[str], plugins: Any, *, print_config: bool = False) -> int:
+def run_sweep(
+    args: Sequence[str], plugins: Any, *, print_config: bool = False, base: Sequence[Any] = ()
+) -> int:
     """Run every combination in sequence; exit code 1 when a run failed, else 0.
 
     A run that fails with a user-facing error (e.g. a non-finite loss) is reported and the
@@ -95,7 +100,7 @@ def run_sweep(args: Sequence[str], plugins: Any, *, print_config: bool = False) 
     """
     from ssl_core.config import to_yaml
 
-    planned = plan(args, plugins.registry)
+    planned = plan(args, plugins.registry, base)
     total = len(planned)
     if print_config:
         for index, (combo, cfg, _) in enumerate(planned, start=1):

@@ -36,9 +36,6 @@ from ssl_core.training.input_size import check_input_size
 from ssl_core.training.launch import relaunch
 from ssl_core.training.stopping import StopRequest, stop_on_signals
 
-#: Image size from which conv weights are kept channels_last on the CPU too (see ``build``).
-CPU_CHANNELS_LAST_WEIGHTS_FROM = 64
-
 
 def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwargs: Any) -> Any:
     """The selected ``kind`` component's answer to step hook ``hook``; it must give one."""
@@ -123,21 +120,18 @@ class Trainer:
         from ssl_core.data.loader import build_train_loader, default_workers
         from ssl_core.files import write_atomic
         from ssl_core.training.checkpoint import load_checkpoint
-        from ssl_core.training.resume import check_same_math, find_resume
+        from ssl_core.training.continuation import check_resume
+        from ssl_core.training.layout import prepare
+        from ssl_core.training.resume import find_resume
         from ssl_core.training.run import RunContext
+        from ssl_core.training.warm_start import read_starting_weights, start_encoder
 
         config, trainer = self.config, self.config.trainer
         self.hook.ssl_validate_config(config=config)
         resume_from = find_resume(config)
         self.resumed = load_checkpoint(resume_from) if resume_from is not None else None
-        if self.resumed is not None:
-            check_same_math(
-                config,
-                self.resumed["config"],
-                resume_from,
-                world_size=self.world,
-                saved_world_size=self.resumed.get("world_size", 1),
-            )
+        continued = check_resume(config, self.resumed, resume_from, world_size=self.world)
+        starting = read_starting_weights(config) if self.resumed is None else None
         torch.use_deterministic_algorithms(trainer.deterministic)
         state.seed_everything(trainer.seed)
         device = torch.device(resolve_device(trainer.device))
@@ -174,7 +168,7 @@ class Trainer:
             total_steps = min(total_steps, trainer.max_steps)
 
         backbone = self.answer("backbone", "ssl_build_backbone")
-        self._check_num_features(backbone)
+        start_encoder(backbone, starting, config, self.selection)  # before the heads
         model = self.answer("method", "ssl_build_heads", backbone=backbone)
         model.to(device)
         check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
@@ -188,21 +182,7 @@ class Trainer:
                 "BatchNorm statistics stay per process",
                 file=sys.stderr,
             )
-        self.memory_format = torch.contiguous_format
-        if trainer.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-            self.memory_format = torch.channels_last
-            # The inputs always; the weights too, except for small images on the CPU: there
-            # oneDNN's weight gradients come out contiguous, and copying each into a
-            # channels_last parameter's layout costs more than the layout saves below ~64 px
-            # (docs/performance.md has the figures).
-            if device.type != "cpu" or config.data.image_size >= CPU_CHANNELS_LAST_WEIGHTS_FROM:
-                model.to(memory_format=self.memory_format)
-        if trainer.compile:
-            # In place (nn.Module.compile): parameter names and state dict keys do not change,
-            # and the encoder object that evaluation and export use is the one being trained.
-            for module in model.modules():
-                if type(module) is type(backbone):
-                    module.compile()
+        self.memory_format = prepare(model, backbone, config, device)
         # the learning rate follows the global batch: per process x processes x accumulation
         optimizer = self._optimizer(model, global_batch)
         from ssl_core.training.optim import warmup_steps
@@ -243,6 +223,8 @@ class Trainer:
             state.seed_everything(state.rank_seed(trainer.seed, self.rank))
         if self.resumed is not None:
             state.restore(self, self.resumed, resume_from)
+        if continued is not None:
+            continued.begin(self)
         if self.world > 1:
             # Made after the restore, so that every process starts from the checkpoint's
             # weights; step hooks keep getting the model itself, whose calls now go through it.
@@ -254,15 +236,6 @@ class Trainer:
             self.scope.enter_context(distributed.calls_through(model, self.wrapper))
         else:
             self.wrapper = None
-
-    def _check_num_features(self, backbone: Any) -> None:
-        if not isinstance(getattr(backbone, "num_features", None), int):
-            component = self.selection.backbone
-            raise PluginError(
-                f"backbone '{self.config.backbone.name}' of plugin '{component.provider}' built "
-                f"a {type(backbone).__name__} without an int num_features (the width of its "
-                "output), which every backbone must expose"
-            )
 
     def _optimizer(self, model: Any, global_batch: int) -> Any:
         """The method's parameter groups (or the core's default ones) under ``optim.*``."""

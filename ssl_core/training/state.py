@@ -76,6 +76,8 @@ def _write(trainer: Trainer, path: Path, ranks: list[dict[str, Any]] | None) -> 
         "model": run.model.state_dict(),
         "optimizer": run.optimizer.state_dict(),
         "step": run.step,
+        "total_steps": run.total_steps,
+        "steps_per_epoch": run.steps_per_epoch,
         "epoch": run.epoch,
         "batch_in_epoch": run.extra.get("batch_in_epoch", 0),
         "nonfinite": trainer.nonfinite,

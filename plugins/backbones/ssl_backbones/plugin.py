@@ -1,7 +1,9 @@
 """Entry point of the backbones plugin: registers the ``timm`` family of encoders.
 
 The family answers ``backbone=NAME`` for every model timm knows (``resnet18``, ``resnet50``,
-``vit_tiny_patch16_224``, ...), and is the default backbone (``resnet18``). Imported whenever
+``vit_tiny_patch16_224``, ...), and is the default backbone (``resnet18``). With
+``backbone.pretrained=true`` the encoder starts from timm's pretrained weights for the name and
+tag (``resnet50.a1_in1k``), taken from the local cache. Imported whenever
 plugins are listed, so it imports neither torch nor timm at module level: timm is loaded the
 first time a backbone name is looked up.
 """
@@ -17,6 +19,7 @@ from ssl_core import hookimpl, option
 
 if TYPE_CHECKING:
     import torch
+    from omegaconf import DictConfig
 
 
 @dataclass
@@ -30,6 +33,11 @@ class BackboneOptions:
     drop_path_rate: float = option(
         0.0, "stochastic depth rate, passed to timm (models that support it)", min=0.0, max=1.0
     )
+    pretrained: bool = option(
+        False,
+        "start from timm's pretrained weights for the name and tag (resnet50.a1_in1k; a bare "
+        "name: timm's default tag), from the Hugging Face cache (HF_HUB_OFFLINE respected)",
+    )
 
 
 class TimmBackbone:
@@ -39,6 +47,17 @@ class TimmBackbone:
         self.name, self.options = name, options
 
     @hookimpl
+    def ssl_validate_config(self, config: DictConfig) -> None:
+        from .pretrained import check
+
+        check(
+            self.name,
+            pretrained=self.options.pretrained,
+            small_input=self.options.small_input,
+            weights=config.backbone.get("weights"),
+        )
+
+    @hookimpl
     def ssl_build_backbone(self) -> torch.nn.Module:
         from .timm_backbone import create_backbone
 
@@ -46,6 +65,7 @@ class TimmBackbone:
             self.name,
             small_input=self.options.small_input,
             drop_path_rate=self.options.drop_path_rate,
+            pretrained=self.options.pretrained,
         )
 
     @hookimpl

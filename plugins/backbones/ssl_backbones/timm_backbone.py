@@ -14,9 +14,9 @@ from ssl_core import UserError
 
 
 def create_backbone(
-    name: str, *, small_input: bool = False, drop_path_rate: float = 0.0
+    name: str, *, small_input: bool = False, drop_path_rate: float = 0.0, pretrained: bool = False
 ) -> nn.Module:
-    """The timm model ``name``, randomly initialized, without its classifier.
+    """The timm model ``name`` without its classifier: random, or timm's pretrained weights.
 
     The module maps ``[B, 3, H, W]`` normalized images to pooled ``[B, D]`` features and has
     ``num_features == D``.
@@ -25,13 +25,23 @@ def create_backbone(
         :func:`use_small_input_stem`).
     :param drop_path_rate: stochastic depth rate, passed to timm only when non-zero so that
         models without stochastic depth still build at the default.
-    :raises UserError: when timm cannot build the model, or ``small_input`` is asked of a
-        model without a plain ResNet stem.
+    :param pretrained: load timm's weights for ``name`` (its tag, else the default tag): the
+        cached file when there is one (see :mod:`ssl_backbones.pretrained`), else timm
+        downloads it. The classifier's weights are left out.
+    :raises UserError: when timm cannot build the model or get its weights, or
+        ``small_input`` is asked of a model without a plain ResNet stem.
     """
-    kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+    kwargs: dict = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+    if pretrained:
+        from .pretrained import create_kwargs, download_error
+
+        kwargs.update(create_kwargs(name))
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        model = timm.create_model(name, num_classes=0, **{"pretrained": False, **kwargs})
     except Exception as err:
+        if pretrained and isinstance(err, OSError):
+            # no network, or no such file on the Hub (LocalEntryNotFoundError is an OSError)
+            raise download_error(name, err) from err
         # Names reach here after the family matched them, so a failure is about this model
         # with these options; the chained traceback stays available under --debug.
         reason = " ".join(str(err).split()) or type(err).__name__
