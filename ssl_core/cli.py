@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="key=a,b,... values: run every combination in sequence into one experiment",
     )
+    run.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="allow a --multirun sweep of up to N runs (default 1000)",
+    )
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     config = sub.add_parser("config", help="print the resolved config with its defaults")
@@ -134,7 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.multirun:
         from ssl_core.experiments.sweep import run_sweep
 
-        return run_sweep(args.overrides, plugins, print_config=args.print_config)
+        limit = {} if args.max_runs is None else {"max_runs": args.max_runs}
+        return run_sweep(args.overrides, plugins, print_config=args.print_config, **limit)
     cfg, selection = build_config(args.overrides, plugins.registry)
     if args.print_config:
         print(to_yaml(cfg), end="")
@@ -242,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except RunInterrupted as exc:
-        print(str(exc), file=sys.stderr)
+        if str(exc) and os.environ.get("RANK", "0") == "0":  # one line for a run of several
+            print(str(exc), file=sys.stderr)
         return exc.exit_code
 
 
