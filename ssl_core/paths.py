@@ -30,13 +30,21 @@ def nearest_existing(path: Path) -> Path:
     return Path(path.anchor or ".")
 
 
+def shown(path: Path, limit: int = 100) -> str:
+    """``path`` as text, its middle cut when longer than ``limit`` characters."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[: limit // 2]}...{text[-limit // 2 :]}"
+
+
 def _too_long(path: Path, existing: Path) -> str | None:
     limit = _name_max(existing if existing.is_dir() else existing.parent)
     for part in path.parts:
         size = len(os.fsencode(part))
         if size > limit:
             shown = part if len(part) <= 40 else part[:37] + "..."
-            return f"the name '{shown}' is {size} bytes, more than the {limit} the filesystem allows"
+            return (
+                f"the name '{shown}' is {size} bytes, more than the {limit} the filesystem allows"
+            )
     return None
 
 
@@ -63,17 +71,17 @@ def check_writable_folder(path: Path, key: str, hint: str = "give a writable fol
     """``path`` is, or can be made, a folder this process writes in; else :class:`UserError`."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise UserError(f"{key}={path} is a file, not a folder; give a folder")
+        raise UserError(f"{key}={shown(path)} is a file, not a folder; give a folder")
     problem = writable_problem(path)
     if problem:
-        raise UserError(f"cannot write in {key}={path}: {problem}; {hint}")
+        raise UserError(f"cannot write in {key}={shown(path)}: {problem}; {hint}")
 
 
 def check_writable_file(path: Path, key: str) -> None:
     """A file can be written at ``path``; else :class:`UserError`."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise UserError(f"{key}={path} is a folder; give a file name")
+        raise UserError(f"{key}={shown(path)} is a folder; give a file name")
     problem = writable_problem(path.parent if str(path.parent) else Path("."))
     if problem:
-        raise UserError(f"cannot write {key}={path}: {problem}; give a writable path")
+        raise UserError(f"cannot write {key}={shown(path)}: {problem}; give a writable path")

@@ -73,7 +73,9 @@ class TrainerOptions:
         0, "steps with a non-finite loss to skip before stopping the run", min=0
     )
     devices: int = option(
-        1, "processes to train on (DDP); >1 relaunches through torchrun on one machine", min=1
+        1,
+        "processes to train on (DDP); >1 starts them on this machine (at most its GPUs or cores)",
+        min=1,
     )
     precision: str = option(
         "32", "autocast dtype of the forward pass (fp16 adds a GradScaler)", choices=PRECISIONS
