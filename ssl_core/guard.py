@@ -118,7 +118,8 @@ class GuardedHook:
         interrupted: BaseException | None = None
         for impl in reversed(impls):  # pluggy's order: tryfirst first, trylast last
             try:
-                result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+                named = {k: kwargs[k] for k in impl.kwargnames if k in kwargs}
+                result = impl.function(*[kwargs[arg] for arg in impl.argnames], **named)
             except (KeyboardInterrupt, RunInterrupted) as exc:
                 if not keep_going:
                     raise

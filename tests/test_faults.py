@@ -57,7 +57,7 @@ TINY = [
 ]
 
 #: Line prefixes a failed command may print besides its one ``error:`` line.
-ALLOWED = ("error:", "warning:", "note:", "sweep:")
+ALLOWED = ("error:", "warning:", "note:", "sweep:", "scanning ")
 
 
 # --- the case table ---------------------------------------------------------------------------
