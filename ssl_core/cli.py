@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="start from the resolved config of a run (MLflow id, run directory, config.yaml)",
     )
+    run.add_argument(
+        "--max-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="allow a --multirun sweep of up to N runs (default 1000)",
+    )
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     config = sub.add_parser("config", help="print the resolved config with its defaults")
@@ -165,7 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from ssl_core.experiments.sweep import run_sweep
 
         base = api.config_layers([], config=args.config, from_run=args.from_run, plugins=plugins)
-        return run_sweep(args.overrides, plugins, print_config=args.print_config, base=base)
+        limit = {} if args.max_runs is None else {"max_runs": args.max_runs}
+        return run_sweep(
+            args.overrides, plugins, print_config=args.print_config, base=base, **limit
+        )
     cfg, selection = api.resolve(
         args.overrides, config=args.config, from_run=args.from_run, plugins=plugins
     )
@@ -289,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except RunInterrupted as exc:
-        print(str(exc), file=sys.stderr)
+        if str(exc) and os.environ.get("RANK", "0") == "0":  # one line for a run of several
+            print(str(exc), file=sys.stderr)
         return exc.exit_code
 
 

@@ -44,6 +44,20 @@ class RunInterrupted(Exception):
         self.exit_code = 128 + signum
 
 
+def during_run(exc: UserError) -> UserError:
+    """``exc`` met after the run started (its MLflow run created): exit code 1, not 2.
+
+    Exit code 2 promises that nothing was started or written; a mistake found once the run is
+    under way (an unreadable image with ``data.strict=true``) keeps its message and ends the
+    run as failed.
+    """
+    if exc.exit_code != 2:
+        return exc
+    failed = RunFailed(str(exc))
+    failed.__cause__ = exc
+    return failed
+
+
 def closest(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """The candidates closest to ``word`` (for "did you mean" hints), best first."""
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.6)

@@ -3,9 +3,11 @@
 Every plugin, the built-in ones included (datasets, the MLflow tracker, the monitors, the
 progress display), is found through the ``ssl_core`` entry-point group. An entry point names a
 module, or a class that is instantiated once per plugin manager (for plugins that keep state
-during a run). A plugin that fails to import, whose hookimpls do not match the specs, or whose
-registration hook raises, is recorded as a :class:`PluginFailure` and left out; the others
-keep working.
+during a run). A plugin that fails to import (``sys.exit()`` and ``KeyboardInterrupt``
+included), whose hookimpls do not match the specs, or whose registration hook raises or
+offers a component whose name or options collide with the core's config, is recorded as a
+:class:`PluginFailure` and left out; the others keep working. Hooks are called through
+:mod:`ssl_core.guard`.
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ class Plugins:
 
     @property
     def hook(self) -> Any:
-        return self.pm.hook
+        """The hooks, each call guarded: a failing plugin is one line naming it (see
+        :mod:`ssl_core.guard`); ``pm.hook`` is pluggy's own."""
+        from ssl_core.guard import GuardedHooks
+
+        return GuardedHooks(self)
 
     def infos(self) -> list[PluginInfo]:
         result = []
@@ -120,15 +126,16 @@ def _version(dist: str) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return f"{type(exc).__name__}: {text}".rstrip(": ")
+    from ssl_core.guard import error_text
+
+    return error_text(exc)
 
 
 def _register_guarded(plugins: Plugins, plugin: object, name: str, dist: str, value: str) -> bool:
     pm = plugins.pm
     try:
         pm.register(plugin, name=name)
-    except Exception as exc:  # a broken plugin is reported, not fatal
+    except BaseException as exc:  # a broken plugin is reported, not fatal
         plugins.failures.append(PluginFailure(name, dist, value, _error_text(exc)))
         return False
     try:
@@ -151,7 +158,7 @@ def load_entry_points(plugins: Plugins, blocked: set[str]) -> None:
             plugin = ep.load()
             if isinstance(plugin, type):
                 plugin = plugin()  # a stateful plugin: one instance per plugin manager
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() and KeyboardInterrupt too: reported, not fatal
             plugins.failures.append(PluginFailure(ep.name, dist, ep.value, _error_text(exc)))
             continue
         if _register_guarded(plugins, plugin, ep.name, dist, ep.value):
@@ -166,7 +173,7 @@ def collect_components(plugins: Plugins) -> None:
             register = plugins.registry.registrar(kind, impl.plugin_name)
             try:
                 impl.function(register=register)
-            except Exception as exc:
+            except BaseException as exc:
                 dist, _ = plugins.sources.get(impl.plugin_name, ("ssl-core", ""))
                 origin = getattr(impl.plugin, "__name__", type(impl.plugin).__module__)
                 plugins.failures.append(

@@ -124,6 +124,45 @@ def _checked_views(kind: str, name: str, views: Any) -> Any:
     raise ValueError(f"{kind} '{name}' declares views; only methods and view generators do")
 
 
+def _checked_name_and_options(kind: str, name: Any, options: Any) -> None:
+    """A name the config can select and options that fit beside the core's; else a bug of the
+    plugin, reported when it registers rather than when a run selects it."""
+    import dataclasses
+
+    from ssl_core.config.groups import ROOT_KEYS, core_groups
+
+    label = kind.replace("_", " ")
+    if not isinstance(name, str) or not name or any(c in name for c in "=, \t\n"):
+        raise ValueError(
+            f"{label} name {name!r} cannot be selected with {KINDS[kind]}=NAME; give a "
+            "non-empty name without '=', ',' or spaces"
+        )
+    groups = core_groups()
+    if kind == "method" and (name in groups or name in ROOT_KEYS or "." in name):
+        raise ValueError(
+            f"method '{name}' would name its option group '{name}', which collides with the "
+            f"core config ({', '.join(sorted([*groups, *ROOT_KEYS]))}) or holds a '.'; "
+            "choose another name"
+        )
+    if options is None:
+        return
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise ValueError(
+            f"{label} '{name}' gives options={options!r}; give a dataclass of "
+            "ssl_core.option fields"
+        )
+    if kind == "method":
+        return
+    group = KINDS[kind]
+    core = {f.name for f in dataclasses.fields(groups[group])}
+    clash = sorted(core & {f.name for f in dataclasses.fields(options)})
+    if clash:
+        raise ValueError(
+            f"{label} '{name}' declares option {group}.{clash[0]}, which the core's "
+            f"'{group}' group already has ({', '.join(sorted(core))}); rename the option"
+        )
+
+
 def _checked_defaults(
     kind: str, name: str, defaults: Mapping[str, Any] | None
 ) -> Mapping[str, Any]:
@@ -176,6 +215,7 @@ class Registry:
             views: Any = None,
             default: bool | str = False,
         ) -> None:
+            _checked_name_and_options(kind, name, options)
             self.add(
                 Component(
                     kind=kind,

@@ -40,6 +40,9 @@ class DataGroup:
     image_size: int = option(32, "view size in pixels (square)", min=8)
 
 
+#: The largest seed: torch's generators take 64 bits.
+SEED_MAX = 2**64 - 1
+
 #: ``trainer.precision`` values: float32, or autocast to bfloat16 or float16.
 PRECISIONS = ("32", "bf16", "fp16")
 
@@ -60,7 +63,9 @@ class TrainerOptions:
         "DataLoader workers (-1: none when training on the CPU, else one per core, at most 8)",
         min=-1,
     )
-    seed: int = option(0, "random seed for data order, views and initialization")
+    seed: int = option(
+        0, "random seed for data order, views and initialization", min=0, max=SEED_MAX
+    )
     log_every: int = option(10, "log metrics every N optimizer steps", min=1)
     channels_last: bool = option(True, "channels_last memory format for conv backbones")
     checkpoint_every: int = option(
@@ -74,7 +79,9 @@ class TrainerOptions:
         0, "steps with a non-finite loss to skip before stopping the run", min=0
     )
     devices: int = option(
-        1, "processes to train on (DDP); >1 relaunches through torchrun on one machine", min=1
+        1,
+        "processes to train on (DDP); >1 starts them on this machine (at most its GPUs or cores)",
+        min=1,
     )
     precision: str = option(
         "32", "autocast dtype of the forward pass (fp16 adds a GradScaler)", choices=PRECISIONS
@@ -114,7 +121,12 @@ class EvalOptions:
     label_fraction: float = option(
         0.1, "ssl eval finetune: share of the training labels kept, per class", min=0.0, max=1.0
     )
-    seed: int = option(0, "ssl eval: seed of the label subset, classifier init and batch order")
+    seed: int = option(
+        0,
+        "ssl eval: seed of the label subset, classifier init and batch order",
+        min=0,
+        max=SEED_MAX,
+    )
     random_init: bool = option(
         False, "ssl eval: the source's backbone freshly initialized (trainer.seed), a baseline"
     )

@@ -30,6 +30,7 @@ def export(args: Sequence[str], plugins: Plugins) -> dict[str, Any]:
     from ssl_core.evaluation.arguments import SOURCE_KEY, pop_keys, raw_override
     from ssl_core.evaluation.sources import load_source
     from ssl_core.experiments.store import DEFAULT_URI
+    from ssl_core.paths import check_writable_file
     from ssl_core.training.checkpoint import save_weights
 
     special, rest = pop_keys(args, [SOURCE_KEY, OUT_KEY])
@@ -39,11 +40,15 @@ def export(args: Sequence[str], plugins: Plugins) -> dict[str, Any]:
             f"ssl export takes run=SOURCE out=FILE tracking.uri=URI; got '{unknown[0]}'"
         )
     uri = raw_override(rest, "tracking.uri", DEFAULT_URI)
-    source = load_source(special.get(SOURCE_KEY, ""), plugins, uri)
     out = Path(special.get(OUT_KEY) or DEFAULT_OUT).expanduser()
     if out.is_dir():
         out = out / DEFAULT_OUT
-    save_weights(out, source.encoder)
+    check_writable_file(out, OUT_KEY)  # before the encoder is loaded
+    source = load_source(special.get(SOURCE_KEY, ""), plugins, uri)
+    try:
+        save_weights(out, source.encoder)
+    except OSError as exc:
+        raise UserError(f"cannot write out={out}: {exc.strerror or exc}") from None
     backbone = str(source.config.backbone.name)
     component = plugins.registry.get("backbone", backbone)
     with plugins.running(source.config, [component]):

@@ -97,6 +97,11 @@ def _is_eval(run: Any) -> bool:
     return "ssl.eval" in run.data.tags
 
 
+def _is_ours(run: Any) -> bool:
+    """A pretraining run of ``ssl run`` (its resolved config is in its params)."""
+    return "method.name" in run.data.params
+
+
 def _summary(run: Any, evals: list[Any]) -> dict[str, float]:
     m = run.data.metrics
     out: dict[str, float] = {}
@@ -170,6 +175,18 @@ def collect(
             if not _is_eval(r)
             and ("mlflow.parentRunId" not in r.data.tags or "ssl.continued_from" in r.data.tags)
         ]
+        foreign = [r for r in chosen if not _is_ours(r)]
+        chosen = [r for r in chosen if _is_ours(r)]
+        if foreign:
+            import sys
+
+            names = ", ".join(r.info.run_name or r.info.run_id[:8] for r in foreign[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            print(
+                f"note: left out {len(foreign)} run(s) not made by ssl run: {names}{more} "
+                "(name them with runs=ID,... to include them)",
+                file=sys.stderr,
+            )
         if not chosen:
             raise UserError(f"experiment '{experiment}' has no pretraining runs to compare")
     rows = []
@@ -284,6 +301,10 @@ def compare(args: Sequence[str], *, fmt: str = "table", plot_path: str | None = 
     from ssl_core.experiments.store import DEFAULT_URI, open_store
 
     options = parse(args)
+    if plot_path:
+        from ssl_core.paths import check_writable_file
+
+        check_writable_file(Path(plot_path), "--plot")  # before the store is read
     uri = options.get("tracking.uri", DEFAULT_URI)
     client = open_store(uri)
     run_ids = [r.strip() for r in options.get("runs", "").split(",") if r.strip()]

@@ -1,4 +1,8 @@
-"""``ssl compare`` output: a table on a terminal, CSV or JSON for scripts."""
+"""``ssl compare`` output: a table on a terminal, CSV or JSON for scripts.
+
+Outside a terminal (a pipe, a file, a CI log) the table is markdown at full width: no run name
+wraps and no key is cut, whatever the width of the terminal that is not there.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,44 @@ def to_csv(rows: Sequence[Row], keys: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
+def _header(column: str) -> str:
+    if column in COLUMNS:
+        return COLUMNS[column][0]
+    return column.replace("_top1_init@", " top-1 at init @").replace("_top1@", " top-1 @")
+
+
+def to_markdown(rows: Sequence[Row], keys: Sequence[str], title: str) -> str:
+    """The table as markdown, every cell whole (for pipes, files and CI logs)."""
+    columns = metric_columns(rows)
+    show_status = any(row.status != "FINISHED" for row in rows)
+    header = ["run", "id", *(["status"] if show_status else []), *keys]
+    header += [_header(c) for c in columns]
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"{title}", "", "| " + " | ".join(header) + " |"]
+    lines.append(
+        "|"
+        + "|".join("---" if i < 2 + show_status + len(keys) else "---:" for i in range(len(header)))
+        + "|"
+    )
+    for row in rows:
+        cells = [row.name, row.run_id[:8], *([row.status] if show_status else [])]
+        cells += [row.params.get(k, "-") for k in keys]
+        cells += [format_value(c, row.metrics.get(c)) for c in columns]
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    if not keys and len(rows) > 1:
+        lines += ["", "the runs' configs do not differ"]
+    return "\n".join(lines) + "\n"
+
+
 def print_table(rows: Sequence[Row], keys: Sequence[str], title: str) -> None:
+    import sys
+
+    if not sys.stdout.isatty():
+        sys.stdout.write(to_markdown(rows, keys, title))
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -57,12 +98,7 @@ def print_table(rows: Sequence[Row], keys: Sequence[str], title: str) -> None:
     for key in keys:
         table.add_column(short_key(key), style="cyan")
     for column in columns:
-        header = (
-            COLUMNS[column][0]
-            if column in COLUMNS
-            else column.replace("_top1_init@", " top-1 at init @").replace("_top1@", " top-1 @")
-        )
-        table.add_column(header, justify="right")
+        table.add_column(_header(column), justify="right")
     best = {}
     for column in columns:
         values = [row.metrics[column] for row in rows if column in row.metrics]

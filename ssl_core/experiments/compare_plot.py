@@ -134,8 +134,14 @@ def plot(client: Any, rows: Sequence[Row], keys: Sequence[str], path: Path, titl
         title=legend_title,
         fontsize=9,
     )
+    from ssl_core.errors import UserError
+    from ssl_core.files import write_atomic
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    try:  # whole or not at all, with the permissions the umask gives
+        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    except OSError as exc:
+        raise UserError(f"cannot write the plot to {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
     return path

@@ -40,6 +40,40 @@ def _check_uri(uri: str) -> None:
         raise UserError(f"malformed tracking.uri '{uri}'; expected e.g. {valid}...")
 
 
+def _check_sqlite(uri: str) -> None:
+    """A ``sqlite:///FILE`` store is a database file, or one that can be made: checked before
+    MLflow retries for minutes on a folder, a missing folder or a file of another kind."""
+    from ssl_core.experiments.store import sqlite_path
+    from ssl_core.paths import check_writable_folder
+
+    path = sqlite_path(uri.split("?", 1)[0])
+    if path is None or str(path) in ("", ":memory:"):
+        return
+    path = path.expanduser()
+    if path.is_dir():
+        raise UserError(
+            f"tracking.uri={uri} names a folder ({path}); name the database file in it, "
+            f"e.g. tracking.uri=sqlite:///{path.as_posix().rstrip('/')}/mlflow.db"
+        )
+    if path.exists():
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(16)
+        except OSError as exc:
+            raise UserError(f"tracking.uri={uri}: cannot read {path}: {exc.strerror}") from None
+        if header and header != b"SQLite format 3\x00":
+            raise UserError(
+                f"tracking.uri={uri}: {path} is not an SQLite database; name another file"
+            )
+        return
+    if not path.parent.is_dir():
+        raise UserError(
+            f"tracking.uri={uri}: the folder {path.parent} does not exist; make it, or name a "
+            "database file in an existing folder"
+        )
+    check_writable_folder(path.parent, "the folder of tracking.uri", "name a writable file")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -87,6 +121,7 @@ class MlflowTracker:
         if not tracking.enabled:
             return
         _check_uri(tracking.uri)
+        _check_sqlite(tracking.uri)
         if tracking.uri.startswith(("http://", "https://")):
             _fail_fast_on_http()
             from mlflow.tracking import MlflowClient
@@ -108,6 +143,7 @@ class MlflowTracker:
         try:
             client = MlflowClient(tracking_uri=tracking.uri)
             run_id = self._continue(client, run.tracking_run_id)
+            continued = run_id is not None
             if run_id is None:
                 run_id = self._create(client, run)
         except UserError:
@@ -118,7 +154,7 @@ class MlflowTracker:
             ) from None
         self.client, self.run_id, self.buffer, self.failing_since = client, run_id, [], None
         run.tracking_run_id = run_id
-        verb = "continuing" if self.logged_until else "run"
+        verb = "continuing" if continued else "run"
         print(
             f"mlflow: {verb} {run_id} in experiment '{tracking.experiment}' at {tracking.uri}",
             file=sys.stderr,
@@ -147,6 +183,8 @@ class MlflowTracker:
         experiment_id = experiment_id_of(client, tracking.experiment)
         tags = {**run.tags, **_continuation_tags(client, run.extra.get("continued_from"))}
         run_id = client.create_run(experiment_id, run_name=tracking.run_name, tags=tags).info.run_id
+        # known at once: if anything below fails, ssl_run_end still marks the run
+        self.client, self.run_id = client, run_id
         params = [Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in flatten(run.config).items()]
         for i in range(0, len(params), 100):
             client.log_batch(run_id, params=params[i : i + 100])

@@ -26,6 +26,11 @@ def open_store(uri: str) -> Any:
     if not sep or not rest:
         raise UserError(f"malformed tracking.uri '{uri}'; expected e.g. {DEFAULT_URI}")
     path = sqlite_path(uri)
+    if path is not None and path.is_dir():
+        raise UserError(
+            f"tracking.uri={uri} names a folder ({path}), not an MLflow store; name its "
+            "database file (e.g. .../mlflow.db)"
+        )
     if path is not None and not path.is_file():
         raise UserError(
             f"no MLflow store at {uri} ({path} does not exist); pass tracking.uri=... naming "

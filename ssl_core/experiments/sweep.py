@@ -5,6 +5,10 @@ the last key varying fastest. Every combination's config is resolved before the 
 starts, so a typo fails at once. Each run is named after its values
 (``backbone=resnet34 byol.tau_base=0.99``) and writes to ``runs/sweep-<time>/<n>`` (or
 ``<output_dir>/<n>``); all go to one MLflow experiment, ready for ``ssl compare``.
+
+The number of runs is said before anything else; a sweep of more than ``MAX_RUNS`` runs is
+refused unless ``--max-runs N`` allows it (each config is resolved first, so a huge product
+would spend minutes on that alone, and more on the runs).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Any
 
 from ssl_core.errors import UserError
 
+#: Runs a sweep may have without ``--max-runs``.
+MAX_RUNS = 1000
+
 
 @dataclass
 class Combination:
@@ -29,6 +36,32 @@ class Combination:
     @property
     def label(self) -> str:
         return " ".join(f"{key}={value}" for key, value in self.swept)
+
+
+def axis_sizes(args: Sequence[str]) -> list[int]:
+    """How many values each swept argument has (``key=a,b,c`` → 3)."""
+    sizes = []
+    for arg in args:
+        _, sep, value = arg.partition("=")
+        if sep and "," in value:
+            sizes.append(len(value.split(",")))
+    return sizes
+
+
+def count_runs(args: Sequence[str], max_runs: int = MAX_RUNS) -> int:
+    """The number of runs of a sweep, said on stderr; too many is a :class:`UserError`."""
+    import math
+
+    sizes = axis_sizes(args)
+    total = math.prod(sizes)
+    shown = " x ".join(str(n) for n in sizes) or "1"
+    if total > max_runs:
+        raise UserError(
+            f"the sweep has {total} runs ({shown}), more than the limit of {max_runs}; sweep "
+            f"fewer values, or pass --max-runs {total} to run them all"
+        )
+    print(f"sweep: {total} runs ({shown}); checking every config first", file=sys.stderr)
+    return total
 
 
 def expand(args: Sequence[str]) -> list[Combination]:
@@ -91,15 +124,23 @@ def plan(
 
 
 def run_sweep(
-    args: Sequence[str], plugins: Any, *, print_config: bool = False, base: Sequence[Any] = ()
+    args: Sequence[str],
+    plugins: Any,
+    *,
+    print_config: bool = False,
+    base: Sequence[Any] = (),
+    max_runs: int = MAX_RUNS,
 ) -> int:
     """Run every combination in sequence; exit code 1 when a run failed, else 0.
 
     A run that fails with a user-facing error (e.g. a non-finite loss) is reported and the
     sweep goes on; configs were all checked before the first run.
+
+    :raises UserError: when the sweep has more than ``max_runs`` runs (before any work).
     """
     from ssl_core.config import to_yaml
 
+    count_runs(args, max_runs)
     planned = plan(args, plugins.registry, base)
     total = len(planned)
     if print_config:

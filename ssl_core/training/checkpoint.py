@@ -48,7 +48,63 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"'{path}' is not an ssl_core checkpoint (no '{FORMAT}' format tag)")
+    problem = malformed(state)
+    if problem:
+        raise UserError(
+            f"checkpoint '{path}' has the ssl_core tag but is malformed: {problem}; "
+            "give another checkpoint"
+        )
     return state
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _rng_ok(rng: Any) -> bool:
+    import torch
+
+    return (
+        isinstance(rng, dict)
+        and isinstance(rng.get("python"), (list, tuple))
+        and isinstance(rng.get("numpy"), (list, tuple))
+        and len(rng["numpy"]) == 5
+        and isinstance(rng.get("torch"), torch.Tensor)
+    )
+
+
+def malformed(state: dict[str, Any]) -> str | None:
+    """What is missing or of the wrong kind in a tagged checkpoint; None when it is whole."""
+    import torch
+    from omegaconf import DictConfig, OmegaConf
+
+    model = state.get("model")
+    if not isinstance(model, dict) or not model:
+        return "no model weights ('model')"
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        return "'model' holds something other than named tensors"
+    optimizer = state.get("optimizer")
+    if not (isinstance(optimizer, dict) and {"state", "param_groups"} <= set(optimizer)):
+        return "no optimizer state ('optimizer')"
+    for key in ("step", "epoch", "batch_in_epoch"):
+        if not _count(state.get(key)):
+            return f"'{key}' is {state.get(key)!r}, not a count"
+    if not isinstance(state.get("config"), str):
+        return "no config ('config')"
+    try:
+        config = OmegaConf.create(state["config"])
+    except Exception:
+        return "its config is not YAML"
+    if not isinstance(config, DictConfig) or "backbone" not in config:
+        return "its config names no backbone"
+    if not isinstance(state.get("encoder_prefix", ""), str):
+        return "'encoder_prefix' is not a string"
+    if not isinstance(state.get("mlflow_run_id"), (str, type(None))):
+        return "'mlflow_run_id' is not a string"
+    ranks = state.get("rng_ranks") or [state.get("rng")]
+    if not (isinstance(ranks, list) and all(_rng_ok(r) for r in ranks)):
+        return "no complete random state ('rng')"
+    return None
 
 
 def save_weights(path: Path, module: Any) -> Path:

@@ -28,12 +28,19 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ssl_core.config import Selection, resolve_device, to_yaml
-from ssl_core.errors import ConfigError, PluginError, RunFailed, RunInterrupted, UserError
+from ssl_core.config import Selection, resolve_device
+from ssl_core.errors import (
+    ConfigError,
+    PluginError,
+    RunFailed,
+    RunInterrupted,
+    UserError,
+    during_run,
+)
 from ssl_core.plugins import Plugins
-from ssl_core.training import distributed, state
-from ssl_core.training.input_size import check_input_size
+from ssl_core.training import distributed, ownership, placement, state
 from ssl_core.training.launch import relaunch
+from ssl_core.training.preflight import check_before_work, probe_views
 from ssl_core.training.stopping import StopRequest, stop_on_signals
 
 
@@ -65,6 +72,9 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
     :func:`relaunch`).
     """
     devices, launched = config.trainer.devices, distributed.launched_world_size()
+    components = [component for _, component in selection.items()]
+    with plugins.running(config, components):
+        check_before_work(config, plugins)  # the plugins' checks and the core's, before any work
     if devices > 1 and launched == 1:
         return relaunch(devices)
     if devices > 1 and launched != devices:
@@ -75,10 +85,11 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
     device_type = torch_device_type(config.trainer.device)
     with (
         distributed.process_group(device_type),
-        plugins.running(config, [component for _, component in selection.items()]),
+        plugins.running(config, components),
         stop_on_signals() as stop,
+        ownership.owned(config) as owner,  # one run per output_dir; see ownership
     ):
-        return Trainer(config, selection, plugins, stop).fit()
+        return Trainer(config, selection, plugins, stop, owner).fit()
 
 
 def torch_device_type(requested: str) -> str:
@@ -89,9 +100,15 @@ class Trainer:
     """One run: builds everything through the hooks, then loops, checkpoints and reports."""
 
     def __init__(
-        self, config: DictConfig, selection: Selection, plugins: Plugins, stop: StopRequest
+        self,
+        config: DictConfig,
+        selection: Selection,
+        plugins: Plugins,
+        stop: StopRequest,
+        owner: ownership.RunDirectory | None = None,
     ) -> None:
         self.config, self.selection, self.plugins, self.stop = config, selection, plugins, stop
+        self.owner = owner or ownership.RunDirectory(config)
         self.hook = plugins.hook
         self.last_checkpoint: Path | None = None
         self.nonfinite = 0
@@ -101,7 +118,6 @@ class Trainer:
         # micro-batches of the optimizer step under way: (loss, other metrics)
         self.pending: list[tuple[Any, dict[str, Any]]] = []
         self.scope = contextlib.ExitStack()
-        self.views_checked = False
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook, on rank 0 only: one process talks to trackers and the user."""
@@ -118,30 +134,21 @@ class Trainer:
         import torch
 
         from ssl_core.data.loader import build_train_loader, default_workers
-        from ssl_core.files import write_atomic
         from ssl_core.training.checkpoint import load_checkpoint
         from ssl_core.training.continuation import check_resume
-        from ssl_core.training.layout import prepare
         from ssl_core.training.resume import find_resume
         from ssl_core.training.run import RunContext
         from ssl_core.training.warm_start import read_starting_weights, start_encoder
 
         config, trainer = self.config, self.config.trainer
-        self.hook.ssl_validate_config(config=config)
         resume_from = find_resume(config)
         self.resumed = load_checkpoint(resume_from) if resume_from is not None else None
         continued = check_resume(config, self.resumed, resume_from, world_size=self.world)
+        self.owner.check_resume(self.resumed, resume_from)
         starting = read_starting_weights(config) if self.resumed is None else None
         torch.use_deterministic_algorithms(trainer.deterministic)
         state.seed_everything(trainer.seed)
-        device = torch.device(resolve_device(trainer.device))
-        if self.world > 1 and device.type == "cuda":
-            device = torch.device("cuda", distributed.local_rank())
-        elif self.world > 1 and device.type != "cpu":
-            raise ConfigError(
-                f"trainer.device={trainer.device} cannot train in several processes; "
-                "use cuda or cpu"
-            )
+        device = placement.training_device(trainer, self.world)
 
         # Rank 0 builds the data first, so that a download or a cache is made once.
         if not self.main:
@@ -170,19 +177,9 @@ class Trainer:
         backbone = self.answer("backbone", "ssl_build_backbone")
         start_encoder(backbone, starting, config, self.selection)  # before the heads
         model = self.answer("method", "ssl_build_heads", backbone=backbone)
-        model.to(device)
-        check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
-        if self.world > 1 and trainer.sync_bn and device.type == "cuda":
-            # Replaces BatchNorm layers inside their parents: the backbone object stays the one
-            # the model holds, and the state dict keeps its keys.
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif self.world > 1 and trainer.sync_bn and self.main:
-            print(
-                "warning: trainer.sync_bn needs CUDA (torch has no SyncBatchNorm on the CPU); "
-                "BatchNorm statistics stay per process",
-                file=sys.stderr,
-            )
-        self.memory_format = prepare(model, backbone, config, device)
+        model, self.memory_format = placement.place(
+            model, backbone, config, device, world=self.world, main=self.main
+        )
         # the learning rate follows the global batch: per process x processes x accumulation
         optimizer = self._optimizer(model, global_batch)
         from ssl_core.training.optim import warmup_steps
@@ -196,8 +193,6 @@ class Trainer:
         )
 
         output_dir = Path(config.output_dir)
-        if self.main:
-            output_dir.mkdir(parents=True, exist_ok=True)
         self.run = run = RunContext(
             config=config,
             selection=self.selection,
@@ -214,10 +209,6 @@ class Trainer:
             plugin_versions=self.plugins.versions(),
         )
         run.extra.update(world_size=self.world, accumulate=self.accumulate)
-        if self.main:
-            run.artifacts["config"] = write_atomic(
-                output_dir / "config.yaml", lambda tmp: tmp.write_text(to_yaml(config))
-            )
         if self.world > 1:
             # Initialization was equal everywhere; from here each process draws its own numbers.
             state.seed_everything(state.rank_seed(trainer.seed, self.rank))
@@ -276,6 +267,7 @@ class Trainer:
     def _fit(self) -> dict[str, float]:
         run = self.run
         final: dict[str, float] = {}
+        probe_views(self)
         if self.resumed is None:
             knn_init = self._knn()
             if knn_init is not None:
@@ -287,9 +279,12 @@ class Trainer:
         if run.extra.get("knn_top1_init") is not None:
             final["knn_top1_init"] = run.extra["knn_top1_init"]
 
-        self.notify("ssl_run_start", run=run)
         status = "FAILED"
+        self.stop.training()  # from here a signal stops the run after the step under way
         try:
+            self.owner.adopt(run)  # resume=auto before the first checkpoint: the same MLflow run
+            self.notify("ssl_run_start", run=run)
+            self.owner.begin(run)  # config.yaml and run.json (the run's id) before the first step
             self._loop()
             state.publish_final(self)
             knn_final = self._knn()
@@ -305,8 +300,14 @@ class Trainer:
         except (KeyboardInterrupt, RunInterrupted):
             status = "KILLED"
             raise
+        except UserError as exc:
+            raise during_run(exc)  # noqa: B904 (it keeps its cause) the run started: exit 1
         finally:
-            self.notify("ssl_run_end", run=run, status=status, metrics=final)
+            with self.stop.ending():  # signals wait until the end is recorded
+                try:
+                    self.notify("ssl_run_end", run=run, status=status, metrics=final)
+                finally:
+                    self.owner.end(status)
         return final
 
     def _loop(self) -> None:
@@ -370,22 +371,10 @@ class Trainer:
         return self._step()
 
     def _views(self, batch: dict[str, Any]) -> list[Any]:
-        """The normalized views of ``batch``; the first time, checked against the method."""
+        """The normalized views of ``batch`` (their number was checked before the run)."""
         from ssl_core.data.transforms import normalize
 
         views = self.answer("view_generator", "ssl_make_views", batch=batch)
-        if not self.views_checked:
-            method, generator = self.selection.method, self.selection.view_generator
-            if method.views is not None:
-                low, high = method.views
-                if len(views) < low or (high is not None and len(views) > high):
-                    takes = f"{low}" if low == high else f"{low} to {high or 'any number'}"
-                    raise UserError(
-                        f"method={method.name} takes {takes} views per image but "
-                        f"augment={generator.name} made {len(views)}; choose a view generator "
-                        f"that makes {takes} (augment=NAME)"
-                    )
-            self.views_checked = True
         return [normalize(v).contiguous(memory_format=self.memory_format) for v in views]
 
     def _micro_step(self, batch: dict[str, Any]) -> None:

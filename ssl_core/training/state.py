@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssl_core.errors import RunFailed
+from ssl_core.errors import RunFailed, UserError
 from ssl_core.training import distributed
 
 if TYPE_CHECKING:
@@ -129,10 +129,20 @@ def restore(trainer: Trainer, state: dict[str, Any], path: Path) -> None:
     from ssl_core.training.resume import set_rng_state
 
     run = trainer.run
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if trainer.scaler is not None and state.get("scaler"):
-        trainer.scaler.load_state_dict(state["scaler"])
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        if trainer.scaler is not None and state.get("scaler"):
+            trainer.scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        first = " ".join(str(exc).split())
+        first = first if len(first) <= 240 else first[:237] + "..."
+        forced = " (resume.force=true accepts other options, not another model)"
+        raise UserError(
+            f"cannot resume from {path}: its weights do not fit this run's model: {first}; "
+            "use the checkpoint's method and backbone"
+            + (forced if trainer.config.resume.force else "")
+        ) from None
     run.step, run.epoch = state["step"], state["epoch"]
     run.extra["batch_in_epoch"] = state["batch_in_epoch"]
     run.tracking_run_id = state.get("mlflow_run_id")

@@ -1,7 +1,18 @@
-"""Stopping a run cleanly: the first SIGINT/SIGTERM finishes the step, a second Ctrl-C exits."""
+"""Stopping a run cleanly on SIGINT/SIGTERM, whatever it is doing.
+
+What a signal does depends on the phase of the run:
+
+- **setting up** (the config checked, data listed, model built, the first kNN): the run stops
+  at once, before any step and before anything is written or tracked;
+- **training**: the first signal finishes the step under way, writes a checkpoint and stops;
+  a second Ctrl-C stops at once;
+- **ending** (trackers recording the run's end, uploading its files): signals wait until the
+  end is recorded, so that no run is left RUNNING half-uploaded.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -9,21 +20,53 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ssl_core.errors import RunInterrupted
+
+
+def _say(text: str) -> None:
+    if os.environ.get("RANK", "0") == "0":  # one process speaks for a run of several
+        print(text, file=sys.stderr)
+
 
 class StopRequest:
-    """Set by the first SIGINT/SIGTERM; the loop stops cleanly after the current step."""
+    """What the signals asked for; ``signum`` is set by the first SIGINT/SIGTERM."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.phase = "setup"
+
+    def training(self) -> None:
+        """From now on a signal stops the run after the step under way."""
+        self.phase = "training"
+
+    @contextmanager
+    def ending(self) -> Iterator[None]:
+        """Signals wait while the body (recording the run's end) runs."""
+        before, self.phase = self.phase, "ending"
+        try:
+            yield
+        finally:
+            self.phase = before
 
     def handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.phase == "setup":
+            self.signum = signum
+            raise RunInterrupted(
+                signum,
+                f"stopped by {name} before training started; nothing was written "
+                "(start again with the same command)",
+            )
+        if self.phase == "ending":
+            self.signum = self.signum or signum
+            _say(f"\n{name}: recording the run's end first; it stops as soon as that is done")
+            return
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop at once
         self.signum = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after this step and writing a checkpoint "
-            "(Ctrl-C again to stop at once)",
-            file=sys.stderr,
+        _say(
+            f"\n{name}: stopping after this step and writing a checkpoint "
+            "(Ctrl-C again to stop at once)"
         )
 
 
