@@ -92,3 +92,21 @@ def test_a_finished_run_goes_on_in_a_child_run_with_the_longer_schedule(tmp_path
     final = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert final["step"] == total and final["mlflow_run_id"] == child.info.run_id
     assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"encoder", "checkpoint"}
+
+
+def test_resume_auto_with_a_longer_length_continues_in_a_child_run(tmp_path, capsys):
+    """``resume=auto output_dir=DIR trainer.epochs=2`` on a finished run is a continuation too:
+    a child run of its own, not the parent reopened from the directory's run.json."""
+    assert main(["run", *run_args(tmp_path)]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("continue").experiment_id
+    (parent,) = client.search_runs([experiment])
+    assert main(["run", *run_args(tmp_path), "resume=auto", "trainer.epochs=2"]) == 0
+    runs = {r.info.run_id: r for r in client.search_runs([experiment])}
+    assert len(runs) == 2
+    (child,) = [r for r in runs.values() if r.info.run_id != parent.info.run_id]
+    assert child.data.tags["ssl.continued_from"] == parent.info.run_id
+    assert child.info.status == runs[parent.info.run_id].info.status == "FINISHED"
+    # the parent's history ends where it finished; the child's starts after it
+    assert [s for s, _ in history(client, parent.info.run_id, "loss")] == [1, 2, 3]
+    assert [s for s, _ in history(client, child.info.run_id, "loss")] == [4, 5, 6]
