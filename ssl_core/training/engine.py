@@ -34,11 +34,8 @@ from ssl_core.plugins import Plugins
 from ssl_core.training import distributed, state
 from ssl_core.training.input_size import check_input_size
 from ssl_core.training.launch import relaunch
-from ssl_core.training.stopping import StopRequest, stop_on_signals
-
-#: Image size from which conv weights are kept channels_last on the CPU too (see ``build``).
-CPU_CHANNELS_LAST_WEIGHTS_FROM = 64
-
+from ssl_core.training.placement import encoder_prefix, place
+from ssl_core.training.stopping import StopRequest, fail_if_asked, stop_on_signals
 
 def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwargs: Any) -> Any:
     """The selected ``kind`` component's answer to step hook ``hook``; it must give one."""
@@ -50,14 +47,6 @@ def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwarg
             f"'{component.provider}' does not implement it"
         )
     return result
-
-
-def encoder_prefix(model: Any, encoder: Any) -> str:
-    """Where ``encoder`` sits in ``model``: its prefix in ``model.state_dict()``."""
-    for name, module in model.named_modules():
-        if module is encoder:
-            return name
-    raise PluginError("ssl_build_heads returned a model that does not contain the backbone")
 
 
 def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[str, float]:
@@ -178,31 +167,7 @@ class Trainer:
         model = self.answer("method", "ssl_build_heads", backbone=backbone)
         model.to(device)
         check_input_size(backbone, config.data.image_size, device, str(config.backbone.name))
-        if self.world > 1 and trainer.sync_bn and device.type == "cuda":
-            # Replaces BatchNorm layers inside their parents: the backbone object stays the one
-            # the model holds, and the state dict keeps its keys.
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif self.world > 1 and trainer.sync_bn and self.main:
-            print(
-                "warning: trainer.sync_bn needs CUDA (torch has no SyncBatchNorm on the CPU); "
-                "BatchNorm statistics stay per process",
-                file=sys.stderr,
-            )
-        self.memory_format = torch.contiguous_format
-        if trainer.channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-            self.memory_format = torch.channels_last
-            # The inputs always; the weights too, except for small images on the CPU: there
-            # oneDNN's weight gradients come out contiguous, and copying each into a
-            # channels_last parameter's layout costs more than the layout saves below ~64 px
-            # (docs/performance.md has the figures).
-            if device.type != "cpu" or config.data.image_size >= CPU_CHANNELS_LAST_WEIGHTS_FROM:
-                model.to(memory_format=self.memory_format)
-        if trainer.compile:
-            # In place (nn.Module.compile): parameter names and state dict keys do not change,
-            # and the encoder object that evaluation and export use is the one being trained.
-            for module in model.modules():
-                if type(module) is type(backbone):
-                    module.compile()
+        model, self.memory_format = place(model, backbone, device, config, self.world, self.main)
         # the learning rate follows the global batch: per process x processes x accumulation
         optimizer = self._optimizer(model, global_batch)
         from ssl_core.training.optim import warmup_steps
@@ -318,6 +283,7 @@ class Trainer:
         status = "FAILED"
         try:
             self._loop()
+            fail_if_asked(run, distributed.any_process(run.failure is not None, run.device))
             state.publish_final(self)
             knn_final = self._knn()
             if knn_final is not None:
@@ -467,14 +433,15 @@ class Trainer:
         values = [torch.stack(losses).mean() if len(losses) > 1 else losses[0]]
         values += [torch.stack([o[name] for _, o in self.pending]).mean() for name in names]
         self.pending = []
-        stop = self.stop.signum is not None
+        stop, failed = self.stop.signum is not None, run.failure is not None
         if self.world > 1:
-            flag = torch.tensor(float(stop), device=run.device)
-            summed = distributed.all_reduce_sum(torch.stack([*values, flag]))
-            values = (summed[:-1] / self.world).tolist()
-            stop = bool(summed[-1].item() > 0)
+            flags = torch.tensor([float(stop), float(failed)], device=run.device)
+            summed = distributed.all_reduce_sum(torch.cat([torch.stack(values), flags]))
+            values = (summed[:-2] / self.world).tolist()
+            stop, failed = bool(summed[-2].item() > 0), bool(summed[-1].item() > 0)
         else:
             values = torch.stack(values).tolist() if names else [float(values[0])]
+        fail_if_asked(run, failed)  # asked by a lifecycle plugin at the previous step's end
         loss_value = values[0]
         if not math.isfinite(loss_value):
             run.optimizer.zero_grad(set_to_none=True)

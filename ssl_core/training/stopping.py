@@ -1,4 +1,6 @@
-"""Stopping a run cleanly: the first SIGINT/SIGTERM finishes the step, a second Ctrl-C exits."""
+"""Stopping a run cleanly: the first SIGINT/SIGTERM finishes the step, a second Ctrl-C exits;
+a lifecycle plugin that asked the run to fail (:meth:`RunContext.fail`) ends it at a step
+boundary, on every process at once."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from ssl_core.errors import RunFailed
 
 
 class StopRequest:
@@ -42,3 +46,14 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def fail_if_asked(run: Any, failed: bool) -> None:
+    """Raise :class:`RunFailed` when ``failed``: some process's ``run.fail`` was called.
+
+    ``failed`` comes from the flags the engine reduces over processes each step, so every
+    process raises at the same step; lifecycle plugins run on the first process only, so the
+    others get a general message (the first process's is the one shown).
+    """
+    if failed:
+        raise RunFailed(run.failure or "a lifecycle plugin on the first process failed the run")
