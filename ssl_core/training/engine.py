@@ -37,6 +37,7 @@ from ssl_core.training.launch import relaunch
 from ssl_core.training.placement import encoder_prefix, place
 from ssl_core.training.stopping import StopRequest, fail_if_asked, stop_on_signals
 
+
 def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwargs: Any) -> Any:
     """The selected ``kind`` component's answer to step hook ``hook``; it must give one."""
     result = getattr(plugins.hook, hook)(**kwargs)
