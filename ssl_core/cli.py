@@ -22,6 +22,7 @@ examples:
   ssl run method=byol backbone=resnet50 data=folder data.path=./images data.image_size=224
   ssl config method=byol            # the resolved config with every default
   ssl plugins                       # what is installed
+  ssl plugins check my-plugin       # the plugin contract on a plugin's components
   ssl run --multirun backbone=resnet18,resnet34 byol.tau_base=0.99,0.996   # 4 runs
   ssl eval linear run=RUN_ID        # linear probe of a run's encoder (or run=PATH/checkpoint.pt)
   ssl compare experiment=ssl_core --plot runs.png
@@ -63,7 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
-    plugins = sub.add_parser("plugins", help="list installed plugins and their components")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list installed plugins; 'check [NAME...]' runs the plugin contract on them",
+    )
+    plugins.add_argument(
+        "check", nargs="*", metavar="check [NAME ...]", help="run the contract's checks"
+    )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -149,6 +156,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    if args.check:
+        if args.check[0] != "check":
+            raise UserError(
+                f"unknown 'ssl plugins {args.check[0]}'; use ssl plugins check [NAME...]"
+            )
+        from ssl_core.testing.report import check_command
+
+        return check_command(args.check[1:], as_json=args.json)
     plugins = _load_plugins()
     infos = plugins.infos()
     if args.json:
