@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     run.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few steps and print images/s, time per epoch and run, peak memory and "
+        "the bottleneck; no training, no tracking",
+    )
+    run.add_argument(
         "--multirun",
         action="store_true",
         help="key=a,b,... values: run every combination in sequence into one experiment",
@@ -138,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plugins = _load_plugins()
     warn_failures(plugins)
+    if args.multirun and args.estimate:
+        raise UserError("--estimate takes one run, not --multirun; estimate one combination")
     if args.multirun:
         from ssl_core.experiments.sweep import run_sweep
 
@@ -145,6 +153,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg, selection = build_config(args.overrides, plugins.registry)
     if args.print_config:
         print(to_yaml(cfg), end="")
+        return 0
+    if args.estimate:
+        from ssl_core.training.estimate import describe, estimate
+
+        print(describe(estimate(cfg, selection, plugins)))
         return 0
     from ssl_core.training.engine import train
 
