@@ -68,13 +68,16 @@ def test_quick_suite_prints_every_table() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    for heading in ("### Step overhead", "### Views", "### End to end", "### Memory", "### Folder"):
+    headings = ("### Step overhead", "### Views", "### End to end", "### Memory", "### Folder")
+    for heading in (*headings, "### Health monitor", "### Estimate"):
         assert heading in out, heading
     assert re.search(r"\| hand-written loop \| \d+ \| .* \| 1\.00× \|", out)
     assert re.search(r"\| ssl_core, defaults \| \d+ \|", out)
     assert re.search(r"\| 32 px \| kornia \| cpu, in the training process \| \d+ \|", out)
     assert re.search(r"\| ssl run, defaults, steps 3–6 \| \d+ \| \*\*\d\.\d\d\*\* \|", out)
     assert re.search(r"\| ssl_core step, defaults \| \d+ \| \d+ \| - \|", out)
+    assert re.search(r"\| engine step, health monitor every 2 steps \(guard on\) \| \d+ \|", out)
+    assert re.search(r"\| median \|  \|  \| \*\*\d+\.\d\d\*\* \|", out)
     assert not (ROOT / "mlruns").exists() or (ROOT / "mlruns").stat().st_mtime < started
 
 
@@ -88,7 +91,8 @@ def test_unknown_part_is_one_line_and_exit_2() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "error: unknown part 'steps' in --only; valid: step, views, end-to-end, memory, folder"
+        "error: unknown part 'steps' in --only; valid: step, views, end-to-end, memory, folder, "
+        "health, estimate"
     )
 
 
