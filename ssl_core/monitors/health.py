@@ -19,12 +19,12 @@ and the metrics are computed under ``no_grad`` on the first process only.
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 from ssl_core import hookimpl
 from ssl_core.errors import PluginError
 from ssl_core.monitors.collapse import WINDOW, CollapseGuard, describe
+from ssl_core.monitors.common import say
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -211,7 +211,3 @@ def split_views(kept: list[torch.Tensor], images: int | None) -> tuple[Any, ...]
     if rows.shape[0] >= 2 * images:
         return rows[:images], rows[images : 2 * images]
     return (rows[:images],)
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
