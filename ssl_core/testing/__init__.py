@@ -22,7 +22,7 @@ from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
     from ssl_core.plugins import Plugins
-    from ssl_core.testing.contract import Target
+    from ssl_core.testing.tiny import Target
 
 #: The plugin name of the checks' own tiny backbone, never checked itself.
 OWN = "ssl-contract"
@@ -66,7 +66,7 @@ def targets(
 
     :raises UserError: for a name that is none of these.
     """
-    from ssl_core.testing.contract import Target
+    from ssl_core.testing.tiny import Target
 
     prefer = tuple(prefer)
     everything = [c for c in plugins.registry if c.provider != OWN]
@@ -106,7 +106,8 @@ def run_check(plugins: Plugins, target: Target, check: str) -> Result:
     """Run the check named ``check`` on ``target``; never raises for a broken component."""
     import torch
 
-    from ssl_core.testing.contract import CHECKS, first_line
+    from ssl_core.testing.contract import CHECKS
+    from ssl_core.testing.tiny import first_line
 
     function = dict(CHECKS[target.component.kind])[check]
     provider = target.component.provider
