@@ -9,8 +9,9 @@ The figures: images per second, time per epoch and for the whole run (with the k
 evaluations, from the encoder's inference speed), peak memory, and which side is the
 bottleneck with what to change. The rate model is the engine's: without DataLoader workers
 loading and the step run one after the other; with workers the slower of the two sets the
-pace. On two CPU cores the estimate was within 10 % of the rate of real 50-step runs
-(``python -m benchmarks --only estimate`` compares them).
+pace (optimistic when training on the CPU with workers, which then share the model's cores;
+the CPU default is no workers). On two CPU cores the estimate was within 15 % of the rate of
+real 50-step runs (``python -m benchmarks --only estimate`` compares them).
 """
 
 from __future__ import annotations
