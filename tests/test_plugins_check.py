@@ -208,3 +208,29 @@ def test_each_failed_check_names_its_reason():
     assert results[("method:not_scalar", "options typed")].passed
     with pytest.raises(AssertionError, match=r"contract checks failed:\n  method:not_scalar"):
         assert_contract("broken", plugins=plugins)
+
+
+class Unloadable:
+    @hookimpl
+    def ssl_register_methods(self, register):
+        raise ImportError("No module named 'ssl_mine_heads'")
+
+
+def test_a_plugin_that_does_not_load_fails_its_first_check(monkeypatch, capsys):
+    import ssl_core.plugins
+    from ssl_core.cli import main
+
+    plugins = get_plugins(extra=[("mine", Unloadable())])
+    monkeypatch.setattr(ssl_core.plugins, "get_plugins", lambda: plugins)
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["plugins", "check", "mine"]) == 1
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if "plugin:mine" in line]
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells == [
+        "plugin:mine",
+        "mine",
+        "loads",
+        "FAIL",
+        "ssl_register_methods: ImportError: No module named 'ssl_mine_heads'",
+    ]

@@ -16,7 +16,12 @@ def check_command(names: Sequence[str], as_json: bool = False) -> int:
 
     plugins = get_plugins()
     warn_failures(plugins)
-    results = run_checks(names, plugins)
+    # a plugin that does not even load fails its first check: loading
+    broken = [f for f in plugins.failures if not names or f.name in names]
+    results = [Result(f"plugin:{f.name}", f.name, "loads", False, f.error) for f in broken]
+    rest = [name for name in names if name not in {f.name for f in broken}]
+    if rest or not names:
+        results += run_checks(rest, plugins)
     if as_json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
     else:
