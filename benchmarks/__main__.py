@@ -12,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-PARTS = ("step", "views", "data", "end-to-end", "memory", "folder")
+PARTS = ("step", "views", "data", "end-to-end", "memory", "folder", "health", "estimate")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Measure ssl_core's BYOL step, view generators, whole runs and memory.",
+        description="Measure ssl_core's BYOL step, view generators, whole runs, memory, folder "
+        "scans, the health monitor's cost and --estimate against real runs.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a smoke run: fewer rounds and steps, small batches"
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks import data as data_part
-    from benchmarks import end_to_end, folder, memory, step, views
+    from benchmarks import end_to_end, estimate, folder, health, memory, step, views
     from benchmarks.common import Setting, log, machine, table
 
     device = args.device
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         emit(memory.report(setting, memory.measure(setting, cases)))
     if "folder" in parts:
         emit(folder.report(folder.measure(folders, per_folder)))
+    if "health" in parts:
+        emit(health.report(setting, health.measure(setting)))
+    if "estimate" in parts:
+        emit(estimate.report(setting, estimate.measure(setting)))
     elapsed = time.perf_counter() - started
     emit(f"Suite time: {elapsed / 60:.1f} min.")
     log(f"done in {elapsed:.0f} s")

@@ -15,7 +15,7 @@ from typing import Any
 
 #: Plugins that observe a run (trackers, progress, monitors); left out where a benchmark
 #: times the training step alone.
-OBSERVERS = ("mlflow", "progress", "knn-monitor", "linear-probe")
+OBSERVERS = ("mlflow", "progress", "knn-monitor", "linear-probe", "health-monitor")
 
 
 @dataclass

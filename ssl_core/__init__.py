@@ -19,6 +19,9 @@ For plugin authors:
 - :func:`gather`, :func:`rank`, :func:`world_size`: losses over the batch of every process;
 - :func:`cosine_tau` and :func:`ema_update_`, for a method that updates its target itself;
 - :func:`write_atomic`: a file written whole or not at all (a dataset's cache, say).
+
+For a plugin's tests: :mod:`ssl_core.testing` (``assert_contract("my-plugin")`` runs the
+plugin contract's checks, as ``ssl plugins check`` does).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ examples:
   ssl run method=byol backbone=resnet50 data=folder data.path=./images data.image_size=224
   ssl config method=byol            # the resolved config with every default
   ssl plugins                       # what is installed
+  ssl plugins check my-plugin       # the plugin contract on a plugin's components
   ssl run --multirun backbone=resnet18,resnet34 byol.tau_base=0.99,0.996   # 4 runs
   ssl eval linear run=RUN_ID        # linear probe of a run's encoder (or run=PATH/checkpoint.pt)
   ssl run --config exp.yaml trainer.epochs=10   # a YAML file of options; the command line wins
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key=value")
     run.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
+    )
+    run.add_argument(
+        "--estimate",
+        action="store_true",
+        help="time a few steps and print images/s, time per epoch and run, peak memory and "
+        "the bottleneck; no training, no tracking",
     )
     run.add_argument(
         "--multirun",
@@ -87,7 +94,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
-    plugins = sub.add_parser("plugins", help="list installed plugins and their components")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list installed plugins; 'check [NAME...]' runs the plugin contract on them",
+    )
+    plugins.add_argument(
+        "check", nargs="*", metavar="check [NAME ...]", help="run the contract's checks"
+    )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
@@ -168,6 +181,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     plugins = _load_plugins()
     warn_failures(plugins)
+    if args.multirun and args.estimate:
+        raise UserError("--estimate takes one run, not --multirun; estimate one combination")
     if args.multirun:
         from ssl_core.experiments.sweep import run_sweep
 
@@ -182,6 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    if args.estimate:
+        from ssl_core.training.estimate import describe, estimate
+
+        print(describe(estimate(cfg, selection, plugins)))
+        return 0
     metrics = api.run(cfg, selection, plugins).metrics
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole run
         summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
@@ -190,6 +210,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    if args.check:
+        if args.check[0] != "check":
+            raise UserError(
+                f"unknown 'ssl plugins {args.check[0]}'; use ssl plugins check [NAME...]"
+            )
+        from ssl_core.testing.report import check_command
+
+        return check_command(args.check[1:], as_json=args.json)
     plugins = _load_plugins()
     infos = plugins.infos()
     if args.json:

@@ -69,7 +69,7 @@ def test_quick_suite_prints_every_table() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     headings = ("### Step overhead", "### Views", "### Data", "### End to end", "### Memory")
-    for heading in (*headings, "### Folder"):
+    for heading in (*headings, "### Folder", "### Health monitor", "### Estimate"):
         assert heading in out, heading
     assert re.search(r"\| hand-written loop \| \d+ \| .* \| 1\.00× \|", out)
     assert re.search(r"\| ssl_core, defaults \| \d+ \|", out)
@@ -80,6 +80,8 @@ def test_quick_suite_prints_every_table() -> None:
             rf"\| 64 px \| {dataset} \| \d+ \| albumentations, 0 workers \| \d+ \|", out
         )
     assert re.search(r"\| ssl_core step, defaults \| \d+ \| \d+ \| - \|", out)
+    assert re.search(r"\| engine step, health monitor every 2 steps \(guard on\) \| \d+ \|", out)
+    assert re.search(r"\| median \|  \|  \| \*\*\d+\.\d\d\*\* \|", out)
     assert not (ROOT / "mlruns").exists() or (ROOT / "mlruns").stat().st_mtime < started
 
 
@@ -94,7 +96,7 @@ def test_unknown_part_is_one_line_and_exit_2() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "error: unknown part 'steps' in --only; valid: step, views, data, end-to-end, memory, "
-        "folder"
+        "folder, health, estimate"
     )
 
 

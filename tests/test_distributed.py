@@ -161,3 +161,47 @@ def test_torchrun_two_processes_train_one_model_and_one_tracked_run(tmp_path, ca
     assert cli.main([*more, "eval.knn=false", "trainer.batch_size=8"]) == 0
     assert "same global batch" in capsys.readouterr().err
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 6
+
+
+FAILING_LAUNCHER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import toy_plugins
+    from ssl_core import cli, hookimpl
+    from ssl_core.plugins import get_plugins
+
+    class FailAtStep2:
+        # a lifecycle plugin (first process only) ending the run, as the collapse guard does
+        @hookimpl
+        def ssl_step_end(self, run, step, metrics):
+            if step == 2:
+                run.fail("stopped at step 2 by the test's guard")
+
+    extra = [("toy", toy_plugins), ("record", toy_plugins.Recorder()), ("fail", FailAtStep2())]
+    cli._load_plugins = lambda: get_plugins(extra=extra)
+    raise SystemExit(cli.main(sys.argv[1:]))
+    """
+)
+
+
+def test_a_failure_asked_on_the_first_process_stops_every_process_at_the_same_step(tmp_path):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(FAILING_LAUNCHER.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "SSL_TEST_RECORD": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node=2", str(launcher), "run", "method=toy", "backbone=tinygn"]
+    command += ["augment=toyviews", "data=synthetic", "data.num_samples=64", "data.image_size=16"]
+    command += ["trainer.batch_size=4", "trainer.epochs=2", "trainer.num_workers=0"]
+    command += ["trainer.device=cpu", "eval.knn=false", "tracking.enabled=false"]
+    command += [f"output_dir={tmp_path}/run"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0
+    assert result.stderr.count("error: stopped at step 2 by the test's guard") == 1
+    # both processes computed the third step's loss, then stopped before its optimizer step
+    for rank in range(2):
+        steps = [json.loads(line)[0] for line in open(tmp_path / f"rank{rank}-loss.jsonl")]
+        assert steps == [0, 1, 2], (rank, steps)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -48,6 +48,7 @@ def sweep(tmp_path_factory) -> dict:
         "tracking.experiment=sweep",
         f"output_dir={root}/sweep",
         "eval.knn_every=1",
+        "eval.health_every=2",
         f"byol.tau_base={','.join(TAUS)}",
         f"optim.lr={','.join(LRS)}",
     ]
@@ -141,6 +142,9 @@ def test_compare_prints_differing_keys_and_final_metrics(sweep, evaluated, monke
     table = capsys.readouterr().out
     for text in ("byol.tau_base", "optim.lr", "kNN top-1", "linear top-1", "img/s", "wall time"):
         assert text in table, text
+    for text in ("std·√d", "RankMe", "uniformity", "alignment", "proj std·√d", "health"):
+        assert text in table, text
+    assert table.count(" ok ") == 3  # the collapse guard's state at the end of each run
     assert "trainer.batch_size" not in table  # the same in every run
     assert f"{evaluated['trained']['metrics']['linear/top1']:.4f}" in table
 
@@ -152,6 +156,10 @@ def test_compare_prints_differing_keys_and_final_metrics(sweep, evaluated, monke
     assert first["metrics"]["linear_top1"] == evaluated["trained"]["metrics"]["linear/top1"]
     assert first["metrics"]["linear_top1_init"] == evaluated["init"]["metrics"]["linear/top1"]
     assert {"loss", "knn_top1", "img_per_s", "wall_time_s"} <= set(first["metrics"])
+    logged = sweep["client"].get_run(ids[0]).data.metrics
+    assert first["metrics"]["health_rankme"] == logged["health/rankme"]
+    assert first["metrics"]["health_proj_std"] == logged["health/projector/feature_std_ratio"]
+    assert first["metrics"]["health_alarm"] == 0.0
 
 
 def test_compare_csv_sorted_by_a_metric(sweep, capsys):

@@ -45,6 +45,8 @@ SEED_MAX = 2**64 - 1
 
 #: ``trainer.precision`` values: float32, or autocast to bfloat16 or float16.
 PRECISIONS = ("32", "bf16", "fp16")
+#: ``trainer.collapse`` values: what the collapse guard does when the representation collapses.
+COLLAPSE_ACTIONS = ("warn", "stop", "off")
 
 
 @dataclass
@@ -89,6 +91,12 @@ class TrainerOptions:
     accumulate: int = option(1, "micro-batches per optimizer step (gradient accumulation)", min=1)
     compile: bool = option(False, "torch.compile the encoders")
     sync_bn: bool = option(False, "SyncBatchNorm across processes (BYOL's reference does)")
+    collapse: str = option(
+        "warn",
+        "collapse guard on the health metrics (eval.health_every): warn, stop (the run ends "
+        "FAILED, its last good checkpoint kept) or off",
+        choices=COLLAPSE_ACTIONS,
+    )
 
 
 @dataclass
@@ -109,6 +117,12 @@ class EvalOptions:
     )
     probe: bool = option(
         False, "online linear probe on detached encoder features, logged as probe/top1"
+    )
+    health_every: int = option(
+        10,
+        "representation health (std, RankMe, alignment, uniformity of the encoder's and "
+        "projections' features) every N optimizer steps, logged as health/* (0: off)",
+        min=0,
     )
     probe_lr: float = option(1e-3, "learning rate of the online probe (Adam)", min=0.0)
     batch_size: int = option(256, "ssl eval linear/finetune: images per step", min=2)

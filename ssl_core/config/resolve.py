@@ -191,6 +191,8 @@ def _apply(cfg: DictConfig, schema: dict[str, type], key: str, raw: str) -> None
         groups = ", ".join(sorted({k.split(".")[0] for k in valid_keys}))
         raise ConfigError(f"unknown config key '{key}'{where}; groups: {groups}")
     value = parse_value(key, raw)
+    if isinstance(value, bool) and _type_name(schema, key) == "str":
+        value = raw  # YAML reads off/on/yes/no as booleans; a str option keeps the word
     try:
         OmegaConf.update(cfg, key, value, merge=False)
     except OmegaConfBaseException:

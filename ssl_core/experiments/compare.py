@@ -3,8 +3,11 @@
 One row per pretraining run: its name, the config keys whose values differ between the runs,
 and its final metrics: loss (the last epoch's mean), kNN top-1, the online probe's top-1, the
 top-1 of the latest ``ssl eval linear`` / ``ssl eval finetune`` of the run (evaluation runs
-are found by their ``ssl.source_run_id`` tag), images per second and wall time. The plot shows
-the loss and kNN curves of the runs on shared axes, each labelled by its differing keys.
+are found by their ``ssl.source_run_id`` tag), images per second, wall time, and the last
+representation health check (``health/*``: std·√d, RankMe, uniformity, alignment of the
+encoder, std·√d and RankMe of the first projection, the collapse guard's alarm). The plot shows
+the loss, kNN and health curves of the runs on shared axes, each labelled by its differing
+keys.
 """
 
 from __future__ import annotations
@@ -31,10 +34,27 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "linear_top1_init": ("linear top-1 at init", "{:.4f}"),
     "img_per_s": ("img/s", "{:.1f}"),
     "wall_time_s": ("wall time", "duration"),
+    "health_std": ("std·√d", "{:.3f}"),
+    "health_rankme": ("RankMe", "{:.1f}"),
+    "health_uniform": ("uniformity", "{:.2f}"),
+    "health_align": ("alignment", "{:.2f}"),
+    "health_proj_std": ("proj std·√d", "{:.3f}"),
+    "health_proj_rankme": ("proj RankMe", "{:.1f}"),
+    "health_alarm": ("health", "alarm"),
 }
 
 #: Metrics where lower is better (``sort=`` puts the lowest first).
-LOWER_IS_BETTER = ("loss", "wall_time_s")
+LOWER_IS_BETTER = ("loss", "wall_time_s", "health_alarm")
+
+#: Health columns: the last logged value of each ``health/*`` metric (the encoder's, and the
+#: first projection's), and the collapse guard's alarm (0 ok, 1 warning, 2 collapse).
+HEALTH = {
+    "health_std": "feature_std_ratio",
+    "health_rankme": "rankme",
+    "health_uniform": "uniform",
+    "health_align": "align",
+}
+ALARMS = ("ok", "warning", "collapse")
 
 KEYS = ("experiment", "runs", "sort", "tracking.uri", "tracking.experiment")
 
@@ -64,7 +84,17 @@ def format_value(name: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     fmt = COLUMNS[name][1] if name in COLUMNS else "{:.4g}"
+    if fmt == "alarm":
+        return ALARMS[min(max(int(value), 0), len(ALARMS) - 1)]
     return _duration(value) if fmt == "duration" else fmt.format(value)
+
+
+def projection_of(metrics: dict[str, float]) -> str | None:
+    """The first projection with health metrics (``health/<name>/...``), by name."""
+    names = sorted(
+        key.split("/")[1] for key in metrics if key.startswith("health/") and key.count("/") == 2
+    )
+    return names[0] if names else None
 
 
 def _finetune_column(fraction: str) -> str:
@@ -113,6 +143,18 @@ def _summary(run: Any, evals: list[Any]) -> dict[str, float]:
             out[name] = m[key]
     if "img_per_s" in m:
         out["img_per_s"] = m["img_per_s"]
+    for column, metric in HEALTH.items():
+        if f"health/{metric}" in m:
+            out[column] = m[f"health/{metric}"]
+    projection = projection_of(m)
+    for column, metric in (
+        ("health_proj_std", "feature_std_ratio"),
+        ("health_proj_rankme", "rankme"),
+    ):
+        if projection and f"health/{projection}/{metric}" in m:
+            out[column] = m[f"health/{projection}/{metric}"]
+    if "health/alarm" in m:
+        out["health_alarm"] = m["health/alarm"]
     if run.info.end_time and run.info.start_time:
         out["wall_time_s"] = (run.info.end_time - run.info.start_time) / 1000.0
     # The latest evaluation of each kind wins; evals are in start order.
@@ -219,10 +261,14 @@ def differing_keys(rows: Sequence[Row]) -> list[str]:
 def metric_columns(rows: Sequence[Row]) -> list[str]:
     """The metric columns some run has, in display order."""
     present = {k for row in rows for k in row.metrics}
-    accuracy = [n for n in COLUMNS if n in present and n not in ("img_per_s", "wall_time_s")]
+    later = ("img_per_s", "wall_time_s")
+    accuracy = [
+        n for n in COLUMNS if n in present and n not in later and not n.startswith("health_")
+    ]
     finetune = sorted(k for k in present if k.startswith("finetune_top1"))
-    speed = [n for n in ("img_per_s", "wall_time_s") if n in present]
-    return accuracy + finetune + speed
+    speed = [n for n in later if n in present]
+    health = [n for n in COLUMNS if n in present and n.startswith("health_")]
+    return accuracy + finetune + speed + health
 
 
 def sort_rows(rows: list[Row], key: str | None) -> list[Row]:

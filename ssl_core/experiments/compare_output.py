@@ -102,7 +102,8 @@ def print_table(rows: Sequence[Row], keys: Sequence[str], title: str) -> None:
     best = {}
     for column in columns:
         values = [row.metrics[column] for row in rows if column in row.metrics]
-        if len(values) > 1 and column != "wall_time_s":
+        # health figures describe a run; bigger is not better
+        if len(values) > 1 and column != "wall_time_s" and not column.startswith("health_"):
             best[column] = min(values) if column.startswith("loss") else max(values)
     for row in rows:
         cells = [row.name, row.run_id[:8]]

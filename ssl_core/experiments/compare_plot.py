@@ -1,4 +1,4 @@
-"""``ssl compare --plot``: loss and kNN curves of the compared runs on shared axes."""
+"""``ssl compare --plot``: loss, kNN and health curves of the compared runs on shared axes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_core.experiments.compare import Row, run_label, short_key
+from ssl_core.experiments.compare import Row, projection_of, run_label, short_key
+from ssl_core.monitors.collapse import STD_LOW
 
 
 def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -37,7 +38,16 @@ def _curves(client: Any, row: Row) -> dict[str, Any]:
         knn[last_step] = row.raw["knn_top1"]
     epochs = _history(client, row.run_id, "epoch")
     steps_per_epoch = epochs[0][0] / epochs[0][1] if epochs and epochs[0][1] else None
-    return {"loss": loss, "knn": sorted(knn.items()), "steps_per_epoch": steps_per_epoch}
+    projection = projection_of(row.raw)
+    health = {"encoder": _history(client, row.run_id, "health/feature_std_ratio")}
+    if projection:
+        health[projection] = _history(client, row.run_id, f"health/{projection}/feature_std_ratio")
+    return {
+        "loss": loss,
+        "knn": sorted(knn.items()),
+        "health": health,
+        "steps_per_epoch": steps_per_epoch,
+    }
 
 
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -63,7 +73,8 @@ def _styles(rows: Sequence[Row], keys: Sequence[str]) -> tuple[list[int], list[s
 
 
 def plot(client: Any, rows: Sequence[Row], keys: Sequence[str], path: Path, title: str) -> Path:
-    """Loss and kNN top-1 curves of ``rows`` on shared axes, one colour per run, as a PNG."""
+    """Loss, kNN top-1 and health curves of ``rows`` on shared axes, one colour per run, as a
+    PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +85,7 @@ def plot(client: Any, rows: Sequence[Row], keys: Sequence[str], path: Path, titl
     unit = "epoch" if by_epoch else "optimizer step"
     colour_of, style_of = _styles(rows, keys)
     colours = plt.get_cmap("tab10" if len(set(colour_of)) <= 10 else "tab20")
-    fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(12, 4.8), layout="constrained")
+    fig, (ax_loss, ax_knn, ax_health) = plt.subplots(1, 3, figsize=(17, 4.8), layout="constrained")
     handles, smoothed = [], False
     for i, (row, curve) in enumerate(zip(rows, curves, strict=True)):
         colour = colours(colour_of[i] % colours.N)
@@ -105,6 +116,19 @@ def plot(client: Any, rows: Sequence[Row], keys: Sequence[str], path: Path, titl
                 color=colour,
                 va="center",
             )
+        for name, points in curve["health"].items():
+            if not points:
+                continue
+            # the projection is where collapse shows first: drawn bold, the encoder faint
+            encoder = name == "encoder"
+            ax_health.plot(
+                [s / scale for s, _ in points],
+                [v for _, v in points],
+                color=colour,
+                linestyle=style_of[i],
+                linewidth=1.0 if encoder else 2.0,
+                alpha=0.45 if encoder else 1.0,
+            )
     ax_loss.set_title("training loss" + (" (smoothed; raw faint)" if smoothed else ""))
     ax_loss.set_xlabel(unit)
     ax_loss.set_ylabel("loss")
@@ -121,7 +145,34 @@ def plot(client: Any, rows: Sequence[Row], keys: Sequence[str], path: Path, titl
             transform=ax_knn.transAxes,
             color="grey",
         )
-    for ax in (ax_loss, ax_knn):
+    projections = sorted({n for c in curves for n, p in c["health"].items() if p} - {"encoder"})
+    shown = f"{', '.join(projections)} bold, encoder faint" if projections else "encoder"
+    ax_health.set_title(f"representation health: std·√d ({shown})")
+    ax_health.set_xlabel(unit)
+    ax_health.set_ylabel("std·√d (1 = isotropic, 0 = collapsed)")
+    if any(p for c in curves for p in c["health"].values()):
+        ax_health.axhline(STD_LOW, color="grey", linestyle=":", linewidth=1.0)
+        ax_health.annotate(
+            "collapse warning",
+            (0.0, STD_LOW),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(4, 3),
+            fontsize=8,
+            color="grey",
+        )
+        ax_health.set_ylim(bottom=0)
+    else:
+        ax_health.text(
+            0.5,
+            0.5,
+            "no health/* logged\n(eval.health_every)",
+            ha="center",
+            va="center",
+            transform=ax_health.transAxes,
+            color="grey",
+        )
+    for ax in (ax_loss, ax_knn, ax_health):
         ax.grid(True, alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(title, fontsize=12)

@@ -137,6 +137,13 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def any_process(flag: bool, device: Any) -> bool:
+    """Whether ``flag`` is true on any process (a collective: every process must call it)."""
+    if not (is_initialized() and dist.get_world_size() > 1):
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
 def gather_objects(obj: Any) -> list[Any] | None:
     """Every process's picklable ``obj`` in rank order on rank 0, ``None`` elsewhere."""
     if not is_initialized() or dist.get_world_size() == 1:

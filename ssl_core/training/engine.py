@@ -40,8 +40,9 @@ from ssl_core.errors import (
 from ssl_core.plugins import Plugins
 from ssl_core.training import distributed, ownership, placement, state
 from ssl_core.training.launch import relaunch
+from ssl_core.training.placement import encoder_prefix
 from ssl_core.training.preflight import check_before_work, probe_views
-from ssl_core.training.stopping import StopRequest, stop_on_signals
+from ssl_core.training.stopping import StopRequest, fail_if_asked, stop_on_signals
 
 
 def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwargs: Any) -> Any:
@@ -54,14 +55,6 @@ def answer(plugins: Plugins, selection: Selection, kind: str, hook: str, **kwarg
             f"'{component.provider}' does not implement it"
         )
     return result
-
-
-def encoder_prefix(model: Any, encoder: Any) -> str:
-    """Where ``encoder`` sits in ``model``: its prefix in ``model.state_dict()``."""
-    for name, module in model.named_modules():
-        if module is encoder:
-            return name
-    raise PluginError("ssl_build_heads returned a model that does not contain the backbone")
 
 
 def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[str, float]:
@@ -286,6 +279,7 @@ class Trainer:
             self.notify("ssl_run_start", run=run)
             self.owner.begin(run)  # config.yaml and run.json (the run's id) before the first step
             self._loop()
+            fail_if_asked(run, distributed.any_process(run.failure is not None, run.device))
             state.publish_final(self)
             knn_final = self._knn()
             if knn_final is not None:
@@ -429,14 +423,15 @@ class Trainer:
         values = [torch.stack(losses).mean() if len(losses) > 1 else losses[0]]
         values += [torch.stack([o[name] for _, o in self.pending]).mean() for name in names]
         self.pending = []
-        stop = self.stop.signum is not None
+        stop, failed = self.stop.signum is not None, run.failure is not None
         if self.world > 1:
-            flag = torch.tensor(float(stop), device=run.device)
-            summed = distributed.all_reduce_sum(torch.stack([*values, flag]))
-            values = (summed[:-1] / self.world).tolist()
-            stop = bool(summed[-1].item() > 0)
+            flags = torch.tensor([float(stop), float(failed)], device=run.device)
+            summed = distributed.all_reduce_sum(torch.cat([torch.stack(values), flags]))
+            values = (summed[:-2] / self.world).tolist()
+            stop, failed = bool(summed[-2].item() > 0), bool(summed[-1].item() > 0)
         else:
             values = torch.stack(values).tolist() if names else [float(values[0])]
+        fail_if_asked(run, failed)  # asked by a lifecycle plugin at the previous step's end
         loss_value = values[0]
         if not math.isfinite(loss_value):
             run.optimizer.zero_grad(set_to_none=True)

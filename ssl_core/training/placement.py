@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from ssl_core.config import resolve_device
-from ssl_core.errors import ConfigError
+from ssl_core.errors import ConfigError, PluginError
 from ssl_core.training import distributed
 from ssl_core.training.input_size import check_input_size
 
@@ -65,3 +65,11 @@ def place(
             if type(module) is type(backbone):
                 module.compile()
     return model, memory_format
+
+
+def encoder_prefix(model: Any, encoder: Any) -> str:
+    """Where ``encoder`` sits in ``model``: its prefix in ``model.state_dict()``."""
+    for name, module in model.named_modules():
+        if module is encoder:
+            return name
+    raise PluginError("ssl_build_heads returned a model that does not contain the backbone")

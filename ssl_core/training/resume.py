@@ -35,6 +35,7 @@ FREE_KEYS = (
     "trainer.keep_checkpoints",
     "trainer.device",
     "trainer.skip_nonfinite",
+    "trainer.collapse",
     "data.strict",
     "data.cache_dir",
     "trainer.compile",

@@ -46,6 +46,9 @@ class RunContext:
     (on the device, with ``"label"``) while a step runs. A resumed run has ``resumed_from`` set
     and ``tracking_run_id`` taken from the checkpoint, so trackers continue the same run.
     ``encoder_prefix`` is where the encoder sits in ``model.state_dict()`` (``"online_encoder"`` → ``"online_encoder.*"``).
+    A lifecycle plugin may end the run with :meth:`fail`, and may name in ``keep_checkpoint``
+    a step checkpoint that the rotation (``trainer.keep_checkpoints``) must not delete (a
+    guard keeps the last one written before trouble started).
     """
 
     config: DictConfig
@@ -68,6 +71,19 @@ class RunContext:
     tracking_run_id: str | None = None
     resumed_from: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    keep_checkpoint: Path | None = None
+
+    def fail(self, message: str) -> None:
+        """End the run as FAILED with ``message`` (one line, say what to change), exit code 1.
+
+        For lifecycle plugins (a guard that watches the training): the engine raises
+        :class:`ssl_core.errors.RunFailed` at the next optimizer step boundary, on every
+        process at once, without a further optimizer step or checkpoint; ``ssl_run_end``
+        then reports ``FAILED``. The first call's message wins.
+        """
+        if self.failure is None:
+            self.failure = message
 
     @property
     def info(self) -> StepInfo:

@@ -99,7 +99,8 @@ def _write(trainer: Trainer, path: Path, ranks: list[dict[str, Any]] | None) -> 
             f"the previous checkpoint is intact: {kept}"
         ) from None
     for old in step_checkpoints(run.output_dir)[: -trainer.config.trainer.keep_checkpoints]:
-        old.unlink(missing_ok=True)
+        if old != run.keep_checkpoint:  # pinned by a lifecycle plugin (RunContext)
+            old.unlink(missing_ok=True)
 
 
 def publish_final(trainer: Trainer) -> None:

@@ -1,4 +1,4 @@
-"""Stopping a run cleanly on SIGINT/SIGTERM, whatever it is doing.
+"""Stopping a run cleanly on SIGINT/SIGTERM, whatever it is doing, and when a plugin asks.
 
 What a signal does depends on the phase of the run:
 
@@ -8,6 +8,9 @@ What a signal does depends on the phase of the run:
   a second Ctrl-C stops at once;
 - **ending** (trackers recording the run's end, uploading its files): signals wait until the
   end is recorded, so that no run is left RUNNING half-uploaded.
+
+A lifecycle plugin that asked the run to fail (:meth:`RunContext.fail`) ends it at a step
+boundary, on every process at once (:func:`fail_if_asked`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ssl_core.errors import RunInterrupted
+from ssl_core.errors import RunFailed, RunInterrupted
 
 
 def _say(text: str) -> None:
@@ -85,3 +88,14 @@ def stop_on_signals() -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def fail_if_asked(run: Any, failed: bool) -> None:
+    """Raise :class:`RunFailed` when ``failed``: some process's ``run.fail`` was called.
+
+    ``failed`` comes from the flags the engine reduces over processes each step, so every
+    process raises at the same step; lifecycle plugins run on the first process only, so the
+    others get a general message (the first process's is the one shown).
+    """
+    if failed:
+        raise RunFailed(run.failure or "a lifecycle plugin on the first process failed the run")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from ssl_core.plugins import get_plugins
+from ssl_core.testing import assert_contract
 
 from ssl_plugin_example.barlow_twins import barlow_twins_loss
 from ssl_plugin_example.plugin import CropFlipOptions
@@ -56,6 +57,11 @@ def test_the_installed_plugin_registers_its_components():
     assert registry.get("method", "barlow_twins").provider == "example"
     assert registry.get("backbone", "small_cnn").provider == "example"
     assert registry.get("view_generator", "crop_flip").provider == "example"
+
+
+def test_the_ssl_core_contract():
+    # ssl_core's own checks of every component this plugin registers (ssl plugins check)
+    assert_contract("example")
 
 
 def test_a_run_end_to_end(tmp_path):

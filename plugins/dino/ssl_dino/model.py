@@ -91,6 +91,11 @@ class DINOModel(nn.Module):
         )
         self.register_buffer("center", torch.zeros(1, options.out_dim))
 
+    def health_modules(self) -> dict[str, nn.Module]:
+        """The student head's MLP, whose output (before the ℓ2-normalization and the
+        prototypes) is the projection the core's health monitor watches."""
+        return {"head": self.student_head.mlp}
+
     def forward(
         self, views: Sequence[torch.Tensor]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
