@@ -102,7 +102,9 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
         "tracking.experiment=tests",
         f"output_dir={root}/run",
     ]
-    with ThreadPoolExecutor(1) as pool:
+    # In its own folder, as every test is: MLflow puts a SQLite store's artifacts in ./mlruns.
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(1) as pool:
+        patch.chdir(root)
         result = pool.submit(
             ssl_core.train, method="byol", data="synthetic", overrides=args
         ).result()
