@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssl_core import hookimpl
+from ssl_core import console, hookimpl
 from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -134,6 +134,8 @@ def resolve(
 ) -> tuple[DictConfig, Selection]:
     """The resolved config and components of a run given as ``key=value`` arguments."""
     from ssl_core.config.files import build_layered
+
+    console.quiet_setup()  # under torchrun, rank 0 alone says the setup's notes and warnings
 
     plugins = _plugins(plugins)
     layers = config_layers(args, config=config, from_run=from_run, plugins=plugins)

@@ -175,10 +175,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ssl_core import api
+    from ssl_core import api, console
     from ssl_core.config import to_yaml
     from ssl_core.plugins import warn_failures
 
+    console.quiet_setup()  # under torchrun, rank 0 alone says the setup's notes and warnings
     plugins = _load_plugins()
     warn_failures(plugins)
     if args.multirun and args.estimate:
@@ -203,7 +204,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe(estimate(cfg, selection, plugins)))
         return 0
     metrics = api.run(cfg, selection, plugins).metrics
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole run
+    relaunched = cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ
+    if os.environ.get("RANK", "0") == "0" and not relaunched:  # rank 0 says it for the run
         summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         print(f"done: {cfg.output_dir} {summary}".rstrip())
     return 0

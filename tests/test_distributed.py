@@ -135,6 +135,7 @@ def test_torchrun_two_processes_train_one_model_and_one_tracked_run(tmp_path, ca
     assert len(checkpoint["rng_ranks"]) == 2
     assert all(torch.equal(checkpoint["model"][k], v) for k, v in final[0].items())
     assert result.stderr.count("kNN top-1 after training") == 1  # rank 0 speaks
+    assert result.stderr.count("note: optim.warmup_epochs=10") == 1  # the setup's notes too
 
     # one MLflow run, whose loss is the mean of the processes' losses
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")

@@ -28,6 +28,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ssl_core import console
 from ssl_core.config import Selection, resolve_device
 from ssl_core.errors import (
     ConfigError,
@@ -278,6 +279,7 @@ class Trainer:
             self.owner.adopt(run)  # resume=auto before the first checkpoint: the same MLflow run
             self.notify("ssl_run_start", run=run)
             self.owner.begin(run)  # config.yaml and run.json (the run's id) before the first step
+            console.setup_done()  # from here each process's warnings are its own
             self._loop()
             fail_if_asked(run, distributed.any_process(run.failure is not None, run.device))
             state.publish_final(self)

@@ -4,6 +4,7 @@ and form the config asks for (SyncBatchNorm, channels_last, compiled encoders)."
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from ssl_core.config import resolve_device
@@ -58,6 +59,16 @@ def place(
         # (docs/performance.md has the figures).
         if device.type != "cpu" or config.data.image_size >= CPU_CHANNELS_LAST_WEIGHTS_FROM:
             model.to(memory_format=memory_format)
+        elif world > 1:
+            # The gradient of a 1x1 kernel then comes out with channels_last strides, which for
+            # a 1x1 kernel is the same memory as the contiguous parameter's: DDP copies it into
+            # its bucket (a plain copy of a few small tensors) but warns about the strides in
+            # every process. Nothing to act on, so the warning is not shown.
+            warnings.filterwarnings(
+                "ignore",
+                message="Grad strides do not match bucket view strides",
+                category=UserWarning,
+            )
     if trainer.compile:
         # In place (nn.Module.compile): parameter names and state dict keys do not change,
         # and the encoder object that evaluation and export use is the one being trained.
