@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
             ssl_core.train, method="byol", data="synthetic", overrides=args
         ).result()
     return TrainedRun(result, root, ["method=byol", "data=synthetic", *args])
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin package installed into a folder of its own (once per session)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from installs import EXAMPLE, pip_install
+
+    return pip_install(EXAMPLE, tmp_path_factory.mktemp("example-site"))

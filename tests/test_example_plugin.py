@@ -16,32 +16,13 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ssl-plugin-example"
+sys.path.insert(0, str(Path(__file__).parent))
+from installs import EXAMPLE  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(EXAMPLE),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return target
+@pytest.fixture
+def site(example_site: Path) -> Path:
+    return example_site
 
 
 def run(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -23,31 +23,8 @@ from ssl_core import hookimpl
 from ssl_core.plugins import get_plugins
 from ssl_core.testing import assert_contract, run_checks
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "ssl-plugin-example"
-
-
-def pip_install(source: Path, target: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--disable-pip-version-check",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return target
+sys.path.insert(0, str(Path(__file__).parent))
+from installs import EXAMPLE, ROOT, pip_install  # noqa: E402
 
 
 def broken_copy(folder: Path) -> Path:
@@ -68,11 +45,11 @@ def broken_copy(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory) -> dict[str, Path]:
+def sites(tmp_path_factory, example_site) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("sites")
     return {
         "core": pip_install(ROOT, root / "core"),
-        "example": pip_install(EXAMPLE, root / "example"),
+        "example": example_site,
         "broken": pip_install(broken_copy(root / "broken-src"), root / "broken"),
     }
 
