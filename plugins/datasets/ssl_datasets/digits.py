@@ -9,7 +9,7 @@ import numpy as np
 
 from ssl_core import hookimpl
 
-from .split import check_val_fraction, stratified_split
+from .split import stratified_split
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -53,9 +53,8 @@ class DigitsDataset:
         config = self.config
         from ssl_core import ImageData
 
-        val_fraction = check_val_fraction(self.val_fraction)
         images, labels = load_digits(int(config.data.image_size))
-        train_idx, val_idx = stratified_split(labels, val_fraction, config.trainer.seed)
+        train_idx, val_idx = stratified_split(labels, self.val_fraction, config.trainer.seed)
         return ImageData(
             train=ArrayImages(images, labels, train_idx),
             val=ArrayImages(images, labels, val_idx),

@@ -20,12 +20,13 @@ import numpy as np
 from ssl_core import UserError, hookimpl
 
 from .file_list import read_file_list
-from .images import UnreadableImage, pil_to_rgb, reason
+from .images import pil_to_rgb, reason
 from .index import SETTLE_S, Index, Skips, cache_file, cache_folder, load, save
+from .lazy_images import LazyImages
 from .paths import PathTable
 from .progress import ScanProgress
 from .scan import IMAGE_EXTENSIONS, SKIP_KINDS, scan_folder
-from .split import check_val_fraction, stratified_split
+from .split import stratified_split
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -38,16 +39,12 @@ __all__ = ["IMAGE_EXTENSIONS", "FolderDataset", "FolderImages"]
 _NAMED_FILES = 5
 
 
-class FolderImages(Sequence):
+class FolderImages(LazyImages):
     """``(image, label)`` items over image files, each opened with PIL when it is accessed.
 
     Holds a :class:`PathTable` and a label array, so it is small to pickle into DataLoader
-    workers whatever the number of files. A file that fails to decode (corrupt, truncated, not
-    an image) raises :class:`UnreadableImage` when ``strict``; otherwise the next readable item
-    (by index, wrapping around) stands in for it, so the substitute depends only on which files
-    are bad. Each process warns with the file's name and its count of unreadable files so far:
-    for the first five, then at the 10th, 100th, 1000th... so a broken folder cannot flood the
-    log.
+    workers whatever the number of files. A file that fails to decode is skipped or stops the
+    run as :class:`LazyImages` says.
     """
 
     def __init__(
@@ -73,40 +70,11 @@ class FolderImages(Sequence):
         """The path of item ``index``: what ``ssl embed`` writes beside its embedding."""
         return self.table[index]
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        count = len(self.table)
-        if not -count <= index < count:
-            raise IndexError(f"index {index} out of range for {count} images")
-        for offset in range(count):
-            i = (index + offset) % count
-            if i in self.unreadable:
-                continue
-            try:
-                return self._load(i), int(self.labels[i])
-            except Exception as exc:
-                why = reason(exc)
-                if self.strict:
-                    raise UnreadableImage(
-                        f"cannot read image {self.table[i]}: {why}; fix or remove it, "
-                        "or set data.strict=false to skip unreadable images"
-                    ) from exc
-                self.unreadable[i] = why
-                self._warn(i, why)
-        raise UnreadableImage(
-            f"none of the {count} images could be read, e.g. {self.table[0]}: "
-            f"{self.unreadable.get(0, 'unreadable')}"
-        )
+    def _label(self, index: int) -> int:
+        return int(self.labels[index])
 
-    def _warn(self, index: int, why: str) -> None:
-        n = len(self.unreadable)
-        if n > _NAMED_FILES and str(n).rstrip("0") != "1":  # 6..9, 11..99, ...: quiet
-            return
-        so_far = "1 unreadable image" if n == 1 else f"{n} unreadable images"
-        print(
-            f"warning: cannot read image {self.table[index]} ({why}); the next readable image "
-            f"is used in its place ({so_far} so far in this process)",
-            file=sys.stderr,
-        )
+    def _name(self, index: int) -> str:
+        return self.table[index]
 
     def _load(self, index: int) -> np.ndarray:
         from PIL import Image
@@ -180,8 +148,7 @@ class FolderDataset:
         if labels is None:
             unlabelled = np.full(len(index.paths), -1, dtype=np.int64)
             return ImageData(train=FolderImages(index.paths, unlabelled, self.strict))
-        val_fraction = check_val_fraction(self.val_fraction)
-        train_idx, val_idx = stratified_split(labels, val_fraction, config.trainer.seed)
+        train_idx, val_idx = stratified_split(labels, self.val_fraction, config.trainer.seed)
 
         def split(idx: np.ndarray) -> FolderImages:
             return FolderImages(index.paths.subset(idx), labels[idx], self.strict)

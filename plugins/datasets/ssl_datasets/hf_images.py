@@ -21,7 +21,7 @@ from ssl_core import UserError, hookimpl
 
 from .images import pil_to_rgb, reason
 from .lazy_images import LazyImages
-from .split import check_val_fraction, stratified_split
+from .split import stratified_split
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -340,9 +340,7 @@ class HFDataset:
                     file=sys.stderr,
                 )
             return ImageData(train=items(images, None))
-        train_idx, val_idx = stratified_split(
-            labels, check_val_fraction(self.val_fraction), self.seed
-        )
+        train_idx, val_idx = stratified_split(labels, self.val_fraction, self.seed)
         return ImageData(
             train=items(images, labels, train_idx),
             val=items(images, labels, val_idx),

@@ -25,6 +25,8 @@ class LazyImages(Sequence):
     """
 
     strict: bool = False
+    #: index -> reason, for the items this process found unreadable (set by ``__init__``)
+    unreadable: dict[int, str]
 
     def _load(self, index: int) -> np.ndarray:
         raise NotImplementedError
@@ -39,8 +41,7 @@ class LazyImages(Sequence):
         count = len(self)
         if not -count <= index < count:
             raise IndexError(f"index {index} out of range for {count} images")
-        # index -> reason, for the items this process found unreadable
-        unreadable: dict[int, str] = self.__dict__.setdefault("unreadable", {})
+        unreadable = self.unreadable
         for offset in range(count):
             i = (index + offset) % count
             if i in unreadable:

@@ -34,7 +34,10 @@ def stratified_split(
     Each class with at least two items puts ``round(n * val_fraction)`` of them in val, but
     at least one and never all, so both splits hold every such class; a class with one item
     stays in train. Deterministic for a given ``seed``.
+
+    :raises ConfigError: when ``val_fraction`` is not strictly between 0 and 1.
     """
+    val_fraction = check_val_fraction(val_fraction)
     labels = np.asarray(labels)
     rng = seeded_rng(seed, SPLIT_STREAM)
     # One stable sort groups each class's members, ascending, as np.flatnonzero would list

@@ -13,7 +13,6 @@ from ssl_core import hookimpl
 from .split import (
     SYNTHETIC_COLOUR_STREAM,
     SYNTHETIC_PIXEL_STREAM,
-    check_val_fraction,
     seeded_rng,
     stratified_split,
 )
@@ -82,12 +81,11 @@ class SyntheticDataset:
         config = self.config
         from ssl_core import ImageData
 
-        val_fraction = check_val_fraction(self.val_fraction)
         seed = int(config.trainer.seed)
         colours = synthetic_colours(self.num_classes, seed)
         ids = np.arange(self.num_samples, dtype=np.int64)
         labels = ids % self.num_classes
-        train_idx, val_idx = stratified_split(labels, val_fraction, seed)
+        train_idx, val_idx = stratified_split(labels, self.val_fraction, seed)
         size = int(config.data.image_size)
 
         def split(idx: np.ndarray) -> SyntheticImages:

@@ -21,7 +21,7 @@ from ssl_core import UserError, hookimpl
 
 from .images import pil_to_rgb
 from .lazy_images import LazyImages
-from .split import check_val_fraction, stratified_split
+from .split import stratified_split
 from .tar_index import IMAGE_EXTENSIONS, ShardIndex, cache_folder, index_shards
 
 if TYPE_CHECKING:
@@ -281,9 +281,7 @@ class TarShardsDataset:
             )
         if not labelled:
             return ImageData(train=TarSamples(shards, strict=self.strict))
-        train_idx, val_idx = stratified_split(
-            shards.labels, check_val_fraction(self.val_fraction), self.seed
-        )
+        train_idx, val_idx = stratified_split(shards.labels, self.val_fraction, self.seed)
         return ImageData(
             train=TarSamples(shards, train_idx, self.strict),
             val=TarSamples(shards, val_idx, self.strict),
