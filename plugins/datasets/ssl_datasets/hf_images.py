@@ -219,10 +219,11 @@ def labels_of(
     if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
         text = values.to_numpy(zero_copy_only=False)
         present = np.array([v is not None for v in text], dtype=bool)
+        found = {str(v) for v in text[present]}
         if names is None:
-            names = sorted({str(v) for v in text[present]})
+            names = sorted(found)
         index = {name: i for i, name in enumerate(names)}
-        unknown = sorted({str(v) for v in text[present]} - index.keys())
+        unknown = sorted(found - index.keys())
         if unknown:
             raise UserError(
                 f"data.label_column={column}: the held-out split has classes the training "

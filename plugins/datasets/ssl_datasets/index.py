@@ -176,7 +176,6 @@ def save(path: Path, index: Index, identity: dict[str, Any]) -> None:
 
     :raises OSError: when the cache folder cannot be written.
     """
-    # moves to ssl_core.files (the new plugin contract); one import to change
     from ssl_core import write_atomic
 
     meta = {

@@ -24,7 +24,7 @@ import numpy as np
 
 from ssl_core import UserError
 
-from .folder import IMAGE_EXTENSIONS as _FILE_EXTENSIONS
+from .scan import IMAGE_EXTENSIONS as _FILE_EXTENSIONS
 
 #: Member extensions (after the key's first dot, lowercased) that hold a sample's image.
 IMAGE_EXTENSIONS: tuple[str, ...] = tuple(e.lstrip(".") for e in _FILE_EXTENSIONS)
