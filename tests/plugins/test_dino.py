@@ -137,10 +137,11 @@ def test_center_moves_towards_the_mean_of_both_global_crops():
 
 
 def test_center_averages_the_teacher_outputs_of_every_process(monkeypatch):
-    """With another process's rows gathered in, the centre moves towards the global mean:
-    local rows (2, 4), (2, 0); other rows (0, 0), (0, 4) → mean (1, 2); c = 0 → (0.1, 0.2)."""
+    """With another process's mean gathered in, the centre moves towards the global mean:
+    local rows (2, 4), (2, 0); other rows (0, 0), (0, 4), whose mean (0, 2) is what that
+    process sends → mean (1, 2); c = 0 → (0.1, 0.2)."""
     model = DINO(with_options(out_dim=2)).ssl_build_heads(backbone=TinyBackbone())
-    other = torch.tensor([[0.0, 0.0], [0.0, 4.0]])
+    other = torch.tensor([[0.0, 2.0]])
     monkeypatch.setattr(dino_model, "gather", lambda t: torch.cat([other, t]))
     model.update_center([torch.tensor([[2.0, 4.0]]), torch.tensor([[2.0, 0.0]])], momentum=0.9)
     torch.testing.assert_close(model.center, torch.tensor([[0.1, 0.2]]))

@@ -109,9 +109,14 @@ class DINOModel(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher: Sequence[torch.Tensor], momentum: float) -> None:
-        """c ← m·c + (1 − m)·mean of the teacher's logits over the global batch (eq. 4)."""
-        logits = gather(torch.cat([t.detach().float() for t in teacher]))
-        self.center.mul_(momentum).add_(logits.mean(dim=0, keepdim=True), alpha=1.0 - momentum)
+        """c ← m·c + (1 − m)·mean of the teacher's logits over the global batch (eq. 4).
+
+        Each process averages its own rows and only those means travel (every process holds
+        as many rows, so their mean is the global batch's): one row of K per process, not the
+        whole batch of logits."""
+        local = torch.cat([t.detach().float() for t in teacher]).mean(dim=0, keepdim=True)
+        batch_mean = gather(local).mean(dim=0, keepdim=True)
+        self.center.mul_(momentum).add_(batch_mean, alpha=1.0 - momentum)
 
 
 def dino_loss(
