@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from ssl_core import UserError, rank
+from ssl_core import UserError
 
 #: Tags shown when a tag is not one of timm's.
 _TAGS_SHOWN = 8
@@ -145,9 +145,8 @@ def check(name: str, *, pretrained: bool, small_input: bool, weights: str | None
     :raises UserError: pretrained with small_input or with backbone.weights, a bad tag, a model
         without weights, or weights neither cached nor reachable (``HF_HUB_OFFLINE``).
     """
-    main = rank() == 0
     if not pretrained:
-        if "." in name and weights is None and main:
+        if "." in name and weights is None:
             print(
                 f"warning: backbone={name} names timm's pretrained weights "
                 f"'{name.split('.', 1)[1]}' but backbone.pretrained=false, so the encoder starts "
@@ -174,7 +173,7 @@ def check(name: str, *, pretrained: bool, small_input: bool, weights: str | None
         raise UserError(found.missing("HF_HUB_OFFLINE is set"))
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     rounded = tuple(tuple(round(v, 3) for v in x) for x in (found.mean, found.std))
-    if found.mean and rounded != imagenet and main:
+    if found.mean and rounded != imagenet:
         print(
             f"note: timm's weights for {name} were trained on inputs normalized with mean "
             f"{found.mean} and std {found.std}; ssl_core normalizes with ImageNet's "
