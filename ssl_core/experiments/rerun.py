@@ -50,7 +50,9 @@ def _checkpoint_config(path: Path) -> dict[str, Any]:
 
     from ssl_core.training.checkpoint import load_checkpoint
 
-    return OmegaConf.to_container(OmegaConf.create(load_checkpoint(path)["config"]))
+    # only the config is read: the weights are loaded once, by the run itself
+    state = load_checkpoint(path, mmap=True)
+    return OmegaConf.to_container(OmegaConf.create(state["config"]))
 
 
 def _mlflow_config(run_id: str, uri: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -18,8 +18,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
 FORMAT = "ssl_core.checkpoint/1"
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Load one of our checkpoints without executing code from it.
+
+    ``mmap=True`` maps the tensors instead of reading them, for a caller that reads only the
+    small entries (the config, the step).
 
     :raises UserError: when the file is missing, truncated or corrupt, or not ours.
     """
@@ -34,7 +37,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         # torch's own text suggests weights_only=False, which would run the file's code
         raise UserError(
