@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 
 from ssl_core import __version__
+from ssl_core.console import first_process
 from ssl_core.errors import RunInterrupted, UserError
 
 EXAMPLES = """\
@@ -178,6 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ssl_core import api, console
     from ssl_core.config import to_yaml
     from ssl_core.plugins import warn_failures
+    from ssl_core.training.launch import relaunches
 
     console.quiet_setup()  # under torchrun, rank 0 alone says the setup's notes and warnings
     plugins = _load_plugins()
@@ -204,8 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(describe(estimate(cfg, selection, plugins)))
         return 0
     metrics = api.run(cfg, selection, plugins).metrics
-    relaunched = cfg.trainer.devices > 1 and "WORLD_SIZE" not in os.environ
-    if os.environ.get("RANK", "0") == "0" and not relaunched:  # rank 0 says it for the run
+    if first_process() and not relaunches(cfg.trainer.devices):  # rank 0 says it for the run
         summary = " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
         print(f"done: {cfg.output_dir} {summary}".rstrip())
     return 0
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except RunInterrupted as exc:
-        if str(exc) and os.environ.get("RANK", "0") == "0":  # one line for a run of several
+        if str(exc) and first_process():  # one line for a run of several
             print(str(exc), file=sys.stderr)
         return exc.exit_code
 

@@ -46,9 +46,15 @@ class _SetupFilter:
         return getattr(self.stream, name)
 
 
+def first_process() -> bool:
+    """Whether this process speaks for the run: rank 0 by ``$RANK`` (set by torchrun and by
+    ``trainer.devices``), known before any process group is up; a lone process is."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def quiet_setup() -> None:
-    """In a process other than rank 0 (``$RANK``), hold back setup notes and warnings."""
-    if os.environ.get("RANK", "0") != "0" and not isinstance(sys.stderr, _SetupFilter):
+    """In a process other than rank 0, hold back setup notes and warnings."""
+    if not first_process() and not isinstance(sys.stderr, _SetupFilter):
         sys.stderr = _SetupFilter(sys.stderr)  # type: ignore[assignment]
 
 

@@ -40,7 +40,7 @@ from ssl_core.errors import (
 )
 from ssl_core.plugins import Plugins
 from ssl_core.training import distributed, ownership, placement, state
-from ssl_core.training.launch import relaunch
+from ssl_core.training.launch import relaunch, relaunches
 from ssl_core.training.placement import encoder_prefix
 from ssl_core.training.preflight import check_before_work, probe_views
 from ssl_core.training.stopping import StopRequest, fail_if_asked, stop_on_signals
@@ -69,7 +69,7 @@ def train(config: DictConfig, selection: Selection, plugins: Plugins) -> dict[st
     components = [component for _, component in selection.items()]
     with plugins.running(config, components):
         check_before_work(config, plugins)  # the plugins' checks and the core's, before any work
-    if devices > 1 and launched == 1:
+    if relaunches(devices):
         return relaunch(devices)
     if devices > 1 and launched != devices:
         raise ConfigError(

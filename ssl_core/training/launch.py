@@ -29,6 +29,11 @@ from ssl_core.errors import RunFailed, RunInterrupted, UserError
 GRACE_S = 30.0
 
 
+def relaunches(devices: int) -> bool:
+    """Whether ``trainer.devices=devices`` starts its processes from this one (no launcher did)."""
+    return devices > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ssl_core.console import first_process
 from ssl_core.errors import UserError
 
 if TYPE_CHECKING:
@@ -44,10 +45,6 @@ IDENTITY_FILE = "run.json"
 #: The temporary files of :func:`ssl_core.files.write_atomic` (``.NAME.XXXXXXXX.tmp``).
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 _NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
-
-
-def _is_main() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def read_identity(output_dir: Path) -> dict[str, Any]:
@@ -81,7 +78,7 @@ class RunDirectory:
     def __init__(self, config: DictConfig) -> None:
         self.config = config
         self.path = Path(str(config.output_dir)).expanduser()
-        self.main = _is_main()
+        self.main = first_process()
         self.fd: int | None = None
         self.created: list[Path] = []
         self.previous: dict[str, Any] = {}
@@ -348,7 +345,7 @@ def owned(config: DictConfig) -> Iterator[RunDirectory]:
     refused)."""
     from ssl_core.training import distributed
 
-    directory = RunDirectory(config) if _is_main() else _NotOwned(config)
+    directory = RunDirectory(config) if first_process() else _NotOwned(config)
     problem = None
     try:
         directory.acquire()

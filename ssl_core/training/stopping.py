@@ -15,7 +15,6 @@ boundary, on every process at once (:func:`fail_if_asked`).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -23,11 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ssl_core.console import first_process
 from ssl_core.errors import RunFailed, RunInterrupted
 
 
 def _say(text: str) -> None:
-    if os.environ.get("RANK", "0") == "0":  # one process speaks for a run of several
+    if first_process():  # one process speaks for a run of several
         print(text, file=sys.stderr)
 
 
