@@ -137,3 +137,14 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
         cwd=tmp_path,
     )
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_an_output_dir_under_home_is_one_folder(tmp_path, tiny_run_args, monkeypatch, capsys):
+    """``output_dir=~/...``: the lock, config, checkpoints and encoder all land under $HOME."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    args = [a for a in tiny_run_args if not a.startswith("output_dir=")]
+    assert main(["run", *args, "output_dir=~/runs/r", "tracking.enabled=false"]) == 0
+    run_dir = tmp_path / "home" / "runs" / "r"
+    for name in ("config.yaml", "run.json", "checkpoint.pt", "encoder.safetensors"):
+        assert (run_dir / name).is_file(), name
+    assert not (Path.cwd() / "~").exists()

@@ -11,6 +11,7 @@ are applied and checked. Every mistake is a :class:`~ssl_core.errors.ConfigError
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 import typing
@@ -334,6 +335,8 @@ def build_config(
         cfg.output_dir = str(_run_dir_of(cfg.resume.path))
     if cfg.output_dir is None:
         cfg.output_dir = f"runs/{cfg.tracking.run_name}"
+    # one spelling of the run directory for everything that writes into it
+    cfg.output_dir = os.path.expanduser(str(cfg.output_dir))
     OmegaConf.set_readonly(cfg, True)
     return cfg, selection
 

@@ -77,7 +77,7 @@ class RunDirectory:
 
     def __init__(self, config: DictConfig) -> None:
         self.config = config
-        self.path = Path(str(config.output_dir)).expanduser()
+        self.path = Path(str(config.output_dir))
         self.main = first_process()
         self.fd: int | None = None
         self.created: list[Path] = []
