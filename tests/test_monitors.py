@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import timm
 import torch
 from omegaconf import OmegaConf
@@ -57,6 +58,30 @@ def test_monitors_report_each_epoch_and_leave_training_bitwise_unchanged(tmp_pat
         assert 0.0 <= metrics["knn/top1"] <= 1.0 and 0.0 <= metrics["probe/top1"] <= 1.0
         # monitors only add keys: the epoch's own metrics are those of the plain run
         assert metrics["epoch_loss"] == plain_metrics["epoch_loss"]
+
+
+def test_the_last_epochs_knn_is_the_runs_final_knn_measured_once(tmp_path, tiny_run_args):
+    """The monitor measures the final weights at the last epoch's end; the run's final kNN
+    is that value, not a second pass over the data (one pass at init, one per epoch)."""
+    import ssl_core.evaluation.knn as knn
+
+    passes = []
+    original = knn.knn_eval
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return original(*args, **kwargs)
+
+    base = [a for a in tiny_run_args if not a.startswith("output_dir=")]
+    args = [*base, "tracking.enabled=false", "trainer.epochs=2", "eval.knn_every=1"]
+    recorder = EpochRecorder()
+    plugins = get_plugins(extra=[("recorder", recorder)])
+    cfg, selection = build_config([*args, f"output_dir={tmp_path}/run"], plugins.registry)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(knn, "knn_eval", counted)
+        final = train(cfg, selection, plugins)
+    assert len(passes) == 3  # initialization, epoch 1, epoch 2 (the final weights)
+    assert final["knn_top1"] == recorder.epochs[-1]["knn/top1"]
 
 
 def _fake_run(encoder: torch.nn.Module, labels: torch.Tensor) -> SimpleNamespace:

@@ -43,4 +43,5 @@ class KnnMonitor:
                 temperature=run.config.eval.knn_temperature,
             )
         metrics["knn/top1"] = top1
+        run.extra["knn_top1_at_step"] = (run.step, top1)  # the final kNN of these weights
         say(f"epoch {epoch}: knn/top1 {top1:.4f}")

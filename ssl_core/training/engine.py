@@ -242,6 +242,9 @@ class Trainer:
         config, run = self.config, self.run
         if not (config.eval.knn and run.data.labelled):
             return None
+        measured = run.extra.get("knn_top1_at_step")  # by the kNN monitor, in one process
+        if self.world == 1 and measured is not None and measured[0] == run.step:
+            return measured[1]  # these weights were measured at the last epoch's end
         from ssl_core.evaluation.knn import knn_eval_sharded
 
         return knn_eval_sharded(
