@@ -12,6 +12,7 @@ offers a component whose name or options collide with the core's config, is reco
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -73,10 +74,11 @@ class Plugins:
     failures: list[PluginFailure] = field(default_factory=list)
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def hook(self) -> Any:
         """The hooks, each call guarded: a failing plugin is one line naming it (see
-        :mod:`ssl_core.guard`); ``pm.hook`` is pluggy's own."""
+        :mod:`ssl_core.guard`); ``pm.hook`` is pluggy's own. Made once: it looks each hook up
+        in ``pm.hook`` when called, so plugins registered later are heard too."""
         from ssl_core.guard import GuardedHooks
 
         return GuardedHooks(self)
