@@ -26,10 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from ssl_core import console
 from ssl_core.config import Selection, resolve_device
+from ssl_core.data.loader import to_device
+from ssl_core.data.transforms import normalize
 from ssl_core.errors import (
     ConfigError,
     PluginError,
@@ -41,6 +44,7 @@ from ssl_core.errors import (
 from ssl_core.plugins import Plugins
 from ssl_core.training import distributed, ownership, placement, state
 from ssl_core.training.launch import relaunch, relaunches
+from ssl_core.training.optim import apply_schedule, clip_gradients, drop_frozen_gradients
 from ssl_core.training.placement import encoder_prefix
 from ssl_core.training.preflight import check_before_work, probe_views
 from ssl_core.training.stopping import StopRequest, fail_if_asked, stop_on_signals
@@ -125,7 +129,6 @@ class Trainer:
 
     def build(self) -> None:
         """Validate, build data, model and optimizer through the hooks, restore a checkpoint."""
-        import torch
 
         from ssl_core.data.loader import build_train_loader, default_workers
         from ssl_core.training.checkpoint import load_checkpoint
@@ -317,14 +320,13 @@ class Trainer:
             start = run.extra.get("batch_in_epoch", 0)
             sampler.set_epoch(run.epoch, start_batch=start)
             run.model.train()
-            started, images, loss_sum, steps = time.perf_counter(), 0, 0.0, 0
+            started, loss_sum, steps = time.perf_counter(), 0.0, 0
             for batch in self.loader:
                 done = self.train_step(batch)
                 if done is None:
                     continue
                 loss_value, stop = done
                 run.extra["batch_in_epoch"] = run.extra.get("batch_in_epoch", 0) + 1
-                images += run.batch_size
                 loss_sum += loss_value if math.isfinite(loss_value) else 0.0
                 steps += 1
                 if stop:
@@ -352,7 +354,7 @@ class Trainer:
                 epoch=run.epoch,
                 metrics={
                     "epoch_loss": run.extra["final_loss"],
-                    "img_per_s": images / max(elapsed, 1e-9),
+                    "img_per_s": steps * run.batch_size / max(elapsed, 1e-9),
                 },
             )
             state.save(self)
@@ -371,15 +373,12 @@ class Trainer:
 
     def _views(self, batch: dict[str, Any]) -> list[Any]:
         """The normalized views of ``batch`` (their number was checked before the run)."""
-        from ssl_core.data.transforms import normalize
 
         views = self.answer("view_generator", "ssl_make_views", batch=batch)
         return [normalize(v).contiguous(memory_format=self.memory_format) for v in views]
 
     def _micro_step(self, batch: dict[str, Any]) -> None:
         """Forward and backward of one micro-batch; gradients add up over an optimizer step."""
-        from ssl_core.data.loader import to_device
-        from ssl_core.training.optim import apply_schedule
 
         run = self.run
         batch = run.batch = to_device(batch, run.device)
@@ -408,8 +407,6 @@ class Trainer:
     def _autocast(self) -> Any:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        import torch
-
         return torch.autocast(self.run.device.type, dtype=self.autocast_dtype)
 
     def _step(self) -> tuple[float, bool]:
@@ -418,10 +415,6 @@ class Trainer:
         Returns the loss (averaged over micro-batches and processes) and whether the run is
         to stop now (asked on any process: all stop at the same step).
         """
-        import torch
-
-        from ssl_core.training.optim import clip_gradients, drop_frozen_gradients
-
         run, optim = self.run, self.config.optim
         losses = [loss for loss, _ in self.pending]
         names = list(self.pending[0][1])

@@ -163,15 +163,13 @@ def drop_frozen_gradients(optimizer: torch.optim.Optimizer, epoch: int) -> None:
 def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float, per_param: bool) -> None:
     """Scale gradients down to norm ``max_norm``: their global norm, or each parameter's own
     (DINO's ``clip_gradients``: factor ``max_norm / (‖g‖ + 1e-6)`` when below 1)."""
-    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-    if not grads:
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not params:
         return
     if not per_param:
-        torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None],
-            max_norm,
-        )
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
         return
+    grads = [p.grad for p in params]
     norms = torch._foreach_norm(grads)
     factors = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
     torch._foreach_mul_(grads, factors)
