@@ -42,10 +42,9 @@ def reference(registry: Registry) -> str:
     rows.append(
         "| `output_dir` | str | `runs/<run name>` | | run directory: config, checkpoint, weights |"
     )
-    kind_of_group = {group: kind for group, kind in SELECTOR_GROUPS.items()}
     for group, dc in core_groups().items():
         rows.extend(_reference_row(f"{group}.{n}", tp, f) for n, tp, f in typed_fields(dc))
-        kind = kind_of_group.get(group)
+        kind = SELECTOR_GROUPS.get(group)
         if kind is None:
             continue
         by_options: dict[type, list[Component]] = {}

@@ -235,13 +235,12 @@ def _apply_method_defaults(
     """
     method = selection.method
     present = set(_flat_keys(cfg))
-    kind_of_group = {group: kind for group, kind in SELECTOR_GROUPS.items()}
     for key, value in method.defaults.items():
         if key in given:
             continue
         if key not in present:
             group = key.split(".")[0]
-            kind = kind_of_group.get(group)
+            kind = SELECTOR_GROUPS.get(group)
             if report and kind is not None and key != f"{group}.name":
                 component = getattr(selection, kind)
                 print(

@@ -22,7 +22,7 @@ def pop_keys(args: Sequence[str], keys: Sequence[str]) -> tuple[dict[str, str], 
     return found, rest
 
 
-def raw_override(args: Sequence[str], key: str, default: str) -> str:
+def raw_override(args: Sequence[str], key: str, default: str | None) -> str | None:
     """The last value given for ``key`` among ``key=value`` arguments, else ``default``."""
     value = default
     for arg in args:

@@ -80,8 +80,6 @@ def _from_checkpoint(path: Path, spec: str, plugins: Plugins) -> Source:
     except Exception as exc:
         first = " ".join(str(exc).split())[:200]
         raise UserError(f"{spec} is not an ssl_core checkpoint: {first}") from None
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise UserError(f"{spec} is not an ssl_core checkpoint (no model and config in it)")
     from ssl_core.training.warm_start import encoder_state
 
     config = OmegaConf.create(state["config"])

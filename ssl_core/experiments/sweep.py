@@ -87,15 +87,6 @@ def expand(args: Sequence[str]) -> list[Combination]:
     return combos
 
 
-def _given(args: Sequence[str], key: str) -> str | None:
-    value = None
-    for arg in args:
-        k, sep, v = arg.partition("=")
-        if sep and k.strip() == key:
-            value = v
-    return value
-
-
 def plan(
     args: Sequence[str], registry: Any, base: Sequence[Any] = ()
 ) -> list[tuple[Combination, Any, Any]]:
@@ -106,15 +97,17 @@ def plan(
     command line (``--config``, ``--from``; see :mod:`ssl_core.config.files`), not swept.
     """
     from ssl_core.config.files import Layer, build_layered
+    from ssl_core.evaluation.arguments import raw_override
 
     combos = expand(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = _given(args, "output_dir") or f"runs/sweep-{stamp}"
+    root = raw_override(args, "output_dir", None) or f"runs/sweep-{stamp}"
+    named = raw_override(args, "tracking.run_name", None) is not None
     width = len(str(len(combos)))
     planned = []
     for index, combo in enumerate(combos, start=1):
         extra = [f"output_dir={root}/{index:0{width}d}"]
-        if _given(args, "tracking.run_name") is None:
+        if not named:
             name = combo.label or f"sweep-{stamp}"
             extra.append(f"tracking.run_name={name}")
         overrides = [a for a in combo.overrides if not a.startswith("output_dir=")]

@@ -50,10 +50,10 @@ class LinearProbe:
         if not isinstance(num_features, int):
             say("note: eval.probe needs an encoder with an int `num_features`; no probe")
             return
+        from ssl_core.evaluation.protocol import linear_head
+
         # The probe's initialization draws from its own seeded stream, not the run's.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(run.config.trainer.seed)
-            head = torch.nn.Linear(num_features, len(run.data.classes))
+        head = linear_head(num_features, len(run.data.classes), run.config.trainer.seed)
         self.head = head.to(run.device)
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=run.config.eval.probe_lr)
         self.handle = run.encoder.register_forward_hook(self._capture)
