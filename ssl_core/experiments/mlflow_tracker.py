@@ -293,42 +293,23 @@ def log_evaluation(
     """
     if not cfg.tracking.enabled:
         return None
-    import time
-
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
-    from ssl_core.config import flatten
-
-    # The store was checked by ssl_validate_config; like `ssl run`, an evaluation of a
-    # checkpoint may be the first run of a new store.
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
     tags = {"ssl.eval": protocol, "ssl.source": source.spec}
     if source.run_id:
         tags["ssl.source_run_id"] = source.run_id
-    experiment_id = source.experiment_id if source.in_store else None
     if source.in_store and source.run_id:
         tags["mlflow.parentRunId"] = source.run_id
-    if experiment_id is None:
-        experiment_id = experiment_id_of(client, cfg.tracking.experiment)
-    run = client.create_run(
-        experiment_id, start_time=started_ms, run_name=cfg.tracking.run_name, tags=tags
-    )
-    run_id = run.info.run_id
     params = {"eval.protocol": protocol, "source": source.spec}
-    for key, value in flatten(cfg).items():
-        if key.split(".")[0] in ("eval", "data", "backbone") or key == "trainer.seed":
-            params[key] = value
+    params.update(_config_params(cfg, ("eval", "data", "backbone")))
     params.update(evaluation.params)
-    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, float(v), now, 0) for k, v in evaluation.metrics.items()]
+    metrics = [(k, v, 0) for k, v in evaluation.metrics.items()]
     for key, points in evaluation.history.items():
-        metrics.extend(Metric(key, float(v), now, step) for step, v in points)
-    for i in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[i : i + 1000])
-    client.set_terminated(run_id, status="FINISHED")
-    return run_id
+        metrics.extend((key, v, step) for step, v in points)
+    # The store was checked by ssl_validate_config; like `ssl run`, an evaluation of a
+    # checkpoint may be the first run of a new store.
+    experiment_id = source.experiment_id if source.in_store else None
+    return _log_child_run(
+        cfg, experiment_id, cfg.tracking.run_name, tags, params, metrics, started_ms
+    )
 
 
 def log_embeddings(
@@ -338,34 +319,61 @@ def log_embeddings(
     run (``ssl.eval=embed``); only for a source found in this store. Returns the run's id."""
     if not (cfg.tracking.enabled and source.in_store and source.run_id):
         return None
-    from mlflow.entities import Metric, Param
-    from mlflow.tracking import MlflowClient
-
-    from ssl_core.config import flatten
-
-    client = MlflowClient(tracking_uri=cfg.tracking.uri)
     tags = {
         "ssl.eval": "embed",
         "ssl.source": source.spec,
         "ssl.source_run_id": source.run_id,
         "mlflow.parentRunId": source.run_id,
     }
+    params = {"eval.protocol": "embed", "source": source.spec, "out": str(path)}
+    params.update(_config_params(cfg, ("data", "backbone")))
+    metrics = [("embed/rows", info["rows"], 0), ("embed/dim", info["dim"], 0)]
+    return _log_child_run(
+        cfg, source.experiment_id, "embed", tags, params, metrics, started_ms, artifact=path
+    )
+
+
+def _config_params(cfg: Any, groups: tuple[str, ...]) -> dict[str, Any]:
+    """The config keys of ``groups``, and the seed, as an evaluation's params."""
+    from ssl_core.config import flatten
+
+    return {
+        key: value
+        for key, value in flatten(cfg).items()
+        if key.split(".")[0] in groups or key == "trainer.seed"
+    }
+
+
+def _log_child_run(
+    cfg: Any,
+    experiment_id: str | None,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    metrics: list[tuple[str, float, int]],
+    started_ms: int,
+    artifact: Path | None = None,
+) -> str:
+    """A finished MLflow run of an evaluation (FAILED if logging it fails); returns its id."""
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=cfg.tracking.uri)
+    if experiment_id is None:
+        experiment_id = experiment_id_of(client, cfg.tracking.experiment)
     run_id = client.create_run(
-        source.experiment_id, start_time=started_ms, run_name="embed", tags=tags
+        experiment_id, start_time=started_ms, run_name=run_name, tags=tags
     ).info.run_id
     try:
-        params = {"eval.protocol": "embed", "source": source.spec, "out": str(path)}
-        for key, value in flatten(cfg).items():
-            if key.split(".")[0] in ("data", "backbone") or key == "trainer.seed":
-                params[key] = value
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        client.log_batch(
+            run_id, params=[Param(k, str(v)[:_MAX_PARAM_LEN]) for k, v in params.items()]
+        )
         now = int(time.time() * 1000)
-        metrics = [
-            Metric("embed/rows", info["rows"], now, 0),
-            Metric("embed/dim", info["dim"], now, 0),
-        ]
-        client.log_batch(run_id, metrics=metrics)
-        client.log_artifact(run_id, str(path), artifact_path="embeddings")
+        points = [Metric(k, float(v), now, step) for k, v, step in metrics]
+        for i in range(0, len(points), 1000):
+            client.log_batch(run_id, metrics=points[i : i + 1000])
+        if artifact is not None:
+            client.log_artifact(run_id, str(artifact), artifact_path="embeddings")
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
