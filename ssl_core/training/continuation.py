@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 LENGTH_KEYS = ("trainer.epochs", "trainer.max_steps")
 
 
-def _total_steps(config: Any, steps_per_epoch: int) -> int:
+def planned_steps(config: Any, steps_per_epoch: int) -> int:
+    """The optimizer steps of a run: its epochs, or ``trainer.max_steps`` when fewer."""
     trainer = config.trainer
     total = steps_per_epoch * trainer.epochs
     return min(total, trainer.max_steps) if trainer.get("max_steps") else total
@@ -63,7 +64,7 @@ def finished(saved: Any, state: dict[str, Any]) -> bool:
 def goes_on(config: Any, state: dict[str, Any]) -> bool:
     """Whether a run with ``config`` has steps left after the checkpoint ``state``."""
     if "steps_per_epoch" in state:
-        return state["step"] < _total_steps(config, state["steps_per_epoch"])
+        return state["step"] < planned_steps(config, state["steps_per_epoch"])
     trainer = config.trainer
     return state["epoch"] < trainer.epochs and (
         not trainer.max_steps or state["step"] < trainer.max_steps
@@ -125,9 +126,7 @@ def check_resume(
         k for k in LENGTH_KEYS if OmegaConf.select(saved, k) != OmegaConf.select(config, k)
     ]
     if not lengthened:
-        check_same_math(
-            config, state["config"], path, world_size=world_size, saved_world_size=saved_world
-        )
+        check_same_math(config, saved, path, world_size=world_size, saved_world_size=saved_world)
         return None
     done = finished(saved, state)
     if not config.resume.force:
@@ -147,9 +146,7 @@ def check_resume(
     same_length = OmegaConf.create(OmegaConf.to_container(config))
     for key in lengthened:
         OmegaConf.update(same_length, key, OmegaConf.select(saved, key), merge=False)
-    check_same_math(
-        same_length, state["config"], path, world_size=world_size, saved_world_size=saved_world
-    )
+    check_same_math(same_length, saved, path, world_size=world_size, saved_world_size=saved_world)
     if not (done and goes_on(config, state)):
         return None  # resume.force on an unfinished run: a plain resume with the new length
     return Continuation(

@@ -129,10 +129,9 @@ class Trainer:
 
     def build(self) -> None:
         """Validate, build data, model and optimizer through the hooks, restore a checkpoint."""
-
         from ssl_core.data.loader import build_train_loader, default_workers
         from ssl_core.training.checkpoint import load_checkpoint
-        from ssl_core.training.continuation import check_resume
+        from ssl_core.training.continuation import check_resume, planned_steps
         from ssl_core.training.resume import find_resume
         from ssl_core.training.run import RunContext
         from ssl_core.training.warm_start import read_starting_weights, start_encoder
@@ -167,9 +166,7 @@ class Trainer:
         )
         global_batch = self.loader.batch_sampler.global_batch_size
         steps_per_epoch = self.loader.batch_sampler.batches_per_epoch
-        total_steps = steps_per_epoch * trainer.epochs
-        if trainer.max_steps:
-            total_steps = min(total_steps, trainer.max_steps)
+        total_steps = planned_steps(config, steps_per_epoch)
 
         backbone = self.answer("backbone", "ssl_build_backbone")
         start_encoder(backbone, starting, config, self.selection)  # before the heads

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ssl_core.errors import ConfigError, UserError
 from ssl_core.training import distributed
@@ -128,7 +128,7 @@ def _batch_split(config: DictConfig, world_size: int) -> tuple[int, int, int]:
 
 def check_same_math(
     config: DictConfig,
-    saved_yaml: str,
+    saved_config: DictConfig,
     path: Path,
     *,
     world_size: int = 1,
@@ -142,7 +142,6 @@ def check_same_math(
 
     :raises ConfigError: naming every differing key, unless ``resume.force=true``.
     """
-    saved_config = OmegaConf.create(saved_yaml)
     before = _batch_split(saved_config, saved_world_size)
     after = _batch_split(config, world_size)
     if config.resume.force:
