@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from ssl_core.errors import RunFailed, RunInterrupted, UserError
 
@@ -61,7 +61,7 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def relaunch(devices: int, argv: Sequence[str] | None = None) -> dict[str, float]:
+def relaunch(devices: int) -> dict[str, float]:
     """Run this ``ssl run`` command again as ``devices`` processes, wait, pass on signals.
 
     :raises UserError: when the command line is not an ``ssl run`` one (called as a library),
@@ -69,7 +69,7 @@ def relaunch(devices: int, argv: Sequence[str] | None = None) -> dict[str, float
     :raises RunInterrupted: when they stopped on a signal passed on from here.
     :raises RunFailed: when they failed.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:]
     if "run" not in argv:
         raise UserError(
             f"trainer.devices={devices} starts processes from the ssl command line only; "
