@@ -183,11 +183,10 @@ class AlbumentationsViews:
     def __init__(self, options: AugmentOptions, size: int) -> None:
         self.size = size
         self.options = options
-        # Fail on bad options now rather than in a worker; this also imports albumentations
-        # once, so forked workers need not. The transform seeds its own pipelines on first use.
-        for recipe in self.options.views():
-            build_pipeline(self.options, recipe, self.size, seed=0)
+        # Built now: bad options fail here rather than in a worker, and albumentations is
+        # imported once, so forked workers need not (each builds its own pipelines).
         self.transform = TwoViews(self.options, self.size)
+        self.transform.build()
 
     @hookimpl
     def ssl_sample_transform(self) -> TwoViews:

@@ -95,16 +95,13 @@ class MultiCropViews:
     """Run plugin of the ``multicrop`` view generator."""
 
     def __init__(self, options: MultiCropOptions, size: int) -> None:
-        from .albumentations_views import build_pipeline
+        from .albumentations_views import MultiCrops
 
         self.size = size
         self.options = options
-        # Fail on bad options now rather than in a worker.
-        for options, recipe, size in self.options.crops(self.size)[:3]:
-            build_pipeline(options, recipe, size, seed=0)
-        from .albumentations_views import MultiCrops
-
+        # Built now: bad options fail here rather than in a worker (each builds its own).
         self.transform = MultiCrops(self.options, self.size)
+        self.transform.build()
 
     @hookimpl
     def ssl_sample_transform(self) -> Callable[[Any], dict[str, Any]]:
