@@ -24,7 +24,7 @@ import torch
 
 from ssl_core import hookimpl
 
-from .crops import Box
+from .crops import Box, single_threaded_in_workers
 from .recipe import CROP_RATIO, AugmentOptions, ViewRecipe, as_rgb, blur_kernel_size
 
 
@@ -103,12 +103,7 @@ class PipelineViews:
 
     def build(self) -> None:
         """(Re)build the pipelines for this process."""
-        if torch.utils.data.get_worker_info() is not None:
-            import cv2
-
-            # Workers already run in parallel; OpenCV's own threads would oversubscribe the CPU
-            # (torch likewise runs workers single-threaded).
-            cv2.setNumThreads(1)
+        single_threaded_in_workers()
         self._pipelines = [
             build_pipeline(options, recipe, size, seed=0) for options, recipe, size in self.crops()
         ]

@@ -86,6 +86,15 @@ def resized_crop(array: Any, box: Box, size: int) -> Any:
     return cv2.resize(crop, (size, size), interpolation=interpolation)
 
 
+def single_threaded_in_workers() -> None:
+    """In a DataLoader worker, OpenCV on one thread: the workers already run in parallel, and
+    OpenCV's own threads would oversubscribe the CPU (torch likewise runs workers on one)."""
+    if torch.utils.data.get_worker_info() is not None:
+        import cv2
+
+        cv2.setNumThreads(1)
+
+
 class CropFlip:
     """Sample transform: the geometry of each view, cut from the full image on ``uint8``.
 
@@ -119,11 +128,7 @@ class CropFlip:
 
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            if torch.utils.data.get_worker_info() is not None:
-                import cv2
-
-                # Workers already run in parallel; OpenCV's own threads would oversubscribe.
-                cv2.setNumThreads(1)
+            single_threaded_in_workers()
         array = as_rgb(image)
         crops = []
         for box, flip in self.draw(*array.shape[:2]):
