@@ -119,15 +119,16 @@ class Index:
         return None
 
 
-def cache_folder(cache_dir: str | None) -> Path:
-    """Where indexes are kept: ``cache_dir``, else ``$SSL_CORE_CACHE/folder-index``, else
-    ``$XDG_CACHE_HOME/ssl_core/folder-index`` (``~/.cache/ssl_core/folder-index``)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser()
+def cache_folder(cache_dir: str | None, kind: str = "folder-index") -> Path:
+    """Where indexes of ``kind`` are kept: ``cache_dir`` (``data.cache_dir``), else
+    ``$SSL_CORE_CACHE/<kind>``, else ``$XDG_CACHE_HOME/ssl_core/<kind>``
+    (``~/.cache/ssl_core/<kind>``)."""
+    if cache_dir is not None and str(cache_dir).strip():
+        return Path(cache_dir).expanduser().absolute()
     if os.environ.get("SSL_CORE_CACHE"):
-        return Path(os.environ["SSL_CORE_CACHE"]).expanduser() / "folder-index"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "ssl_core" / "folder-index"
+        return Path(os.environ["SSL_CORE_CACHE"]).expanduser().absolute() / kind
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ssl_core" / kind
 
 
 def _plain(value: Any) -> Any:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ssl_core import UserError
 
+from .index import cache_folder as _cache_folder
 from .scan import IMAGE_EXTENSIONS as _FILE_EXTENSIONS
 
 #: Member extensions (after the key's first dot, lowercased) that hold a sample's image.
@@ -258,14 +259,8 @@ def index_shard(path: str) -> ShardIndex:
 
 
 def cache_folder(cache_dir: str | None) -> Path:
-    """Where shard indexes are kept: ``cache_dir``, else ``$SSL_CORE_CACHE/tar-index``, else
-    ``$XDG_CACHE_HOME/ssl_core/tar-index`` (``~/.cache/ssl_core/tar-index``)."""
-    if cache_dir is not None and str(cache_dir).strip():
-        return Path(cache_dir).expanduser().absolute()
-    if os.environ.get("SSL_CORE_CACHE"):
-        return Path(os.environ["SSL_CORE_CACHE"]).expanduser().absolute() / "tar-index"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ssl_core" / "tar-index"
+    """Where shard indexes are kept (``tar-index`` of :func:`ssl_datasets.index.cache_folder`)."""
+    return _cache_folder(cache_dir, "tar-index")
 
 
 def cache_file(cache_dir: Path, path: str) -> Path:
