@@ -62,7 +62,7 @@ def make(options: HFOptions, config: DictConfig) -> Any:
     require("datasets", dataset="hf", package="datasets", extra="hf")
     from .hf_images import HFDataset
 
-    dataset = HFDataset(
+    return HFDataset(
         path=options.path,
         split=options.split,
         val_split=options.val_split,
@@ -71,9 +71,8 @@ def make(options: HFOptions, config: DictConfig) -> Any:
         val_fraction=options.val_fraction,
         strict=options.strict,
         cache_dir=options.cache_dir,
+        seed=int(config.trainer.seed),
     )
-    dataset.seed = int(config.trainer.seed)
-    return dataset
 
 
 @hookimpl

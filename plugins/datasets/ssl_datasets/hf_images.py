@@ -247,9 +247,6 @@ class HFDataset:
     ``data.val_fraction`` of the training split.
     """
 
-    #: ``trainer.seed``, which draws the held-out split; the factory sets it.
-    seed = 0
-
     def __init__(
         self,
         path: str | None,
@@ -260,7 +257,9 @@ class HFDataset:
         val_fraction: float = 0.05,
         strict: bool = False,
         cache_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
+        self.seed = seed  # trainer.seed: it draws the held-out split
         self.path, self.split, self.val_split = path, split, val_split
         self.image_column, self.label_column = image_column, label_column
         self.val_fraction = val_fraction

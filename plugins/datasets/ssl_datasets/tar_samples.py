@@ -189,9 +189,6 @@ class TarShardsDataset:
     a stratified ``data.val_fraction`` of ``data.urls`` as for the other datasets.
     """
 
-    #: ``trainer.seed``, which draws the held-out split; the factory sets it.
-    seed = 0
-
     def __init__(
         self,
         urls: str | None,
@@ -199,7 +196,9 @@ class TarShardsDataset:
         val_fraction: float = 0.1,
         strict: bool = False,
         cache_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
+        self.seed = seed  # trainer.seed: it draws the held-out split
         self.urls, self.val_urls = urls, val_urls
         self.val_fraction = val_fraction
         self.strict = bool(strict)

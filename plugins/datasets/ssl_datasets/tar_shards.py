@@ -53,15 +53,14 @@ def make(options: WebDatasetOptions, config: DictConfig) -> Any:
     require("webdataset", dataset="webdataset", package="webdataset", extra="webdataset")
     from .tar_samples import TarShardsDataset
 
-    dataset = TarShardsDataset(
+    return TarShardsDataset(
         urls=options.urls,
         val_urls=options.val_urls,
         val_fraction=options.val_fraction,
         strict=options.strict,
         cache_dir=options.cache_dir,
+        seed=int(config.trainer.seed),
     )
-    dataset.seed = int(config.trainer.seed)
-    return dataset
 
 
 @hookimpl
