@@ -134,8 +134,7 @@ def _checkpoint_of(spec: str, uri: str, tmp: str) -> Path:
     elif path.is_file() and path.suffix != ".safetensors":
         return path
     elif not path.exists():
-        from ssl_core.evaluation.sources import quiet_downloads
-        from ssl_core.experiments.store import open_store
+        from ssl_core.experiments.store import open_store, quiet_downloads
 
         client = open_store(uri)
         if "checkpoint" in {a.path for a in client.list_artifacts(spec)}:

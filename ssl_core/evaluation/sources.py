@@ -9,8 +9,6 @@ encoder's weights.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,25 +124,8 @@ def _from_path(path: Path, spec: str, plugins: Plugins) -> Source:
     return _from_checkpoint(path, spec, plugins)
 
 
-@contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """No MLflow progress bars for the one or two files a source needs."""
-    import os
-
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    before = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 def _from_run(run_id: str, uri: str, plugins: Plugins) -> Source:
-    from ssl_core.experiments.store import get_run, open_store
+    from ssl_core.experiments.store import get_run, open_store, quiet_downloads
 
     client = open_store(uri)
     mlrun = get_run(client, run_id, uri)

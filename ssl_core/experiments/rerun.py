@@ -57,8 +57,7 @@ def _checkpoint_config(path: Path) -> dict[str, Any]:
 
 def _mlflow_config(run_id: str, uri: str) -> tuple[dict[str, Any], dict[str, str]]:
     """A tracked run's resolved config and the plugin versions it ran with."""
-    from ssl_core.evaluation.sources import quiet_downloads
-    from ssl_core.experiments.store import get_run, open_store
+    from ssl_core.experiments.store import get_run, open_store, quiet_downloads
 
     client = open_store(uri)
     run = get_run(client, run_id, uri)
@@ -123,8 +122,7 @@ def warn_versions(spec: str, recorded: dict[str, str], installed: dict[str, str]
 def _run_dir_of_id(run_id: str, uri: str, output_dir: str | None) -> Path:
     """The run directory of a tracked run: its ``output_dir`` when it is here, else
     ``output_dir`` (given, or the run's) with the ``checkpoint`` artifact fetched into it."""
-    from ssl_core.evaluation.sources import quiet_downloads
-    from ssl_core.experiments.store import get_run, open_store
+    from ssl_core.experiments.store import get_run, open_store, quiet_downloads
     from ssl_core.training.resume import step_checkpoints
 
     client = open_store(uri)

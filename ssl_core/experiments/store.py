@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +53,18 @@ def get_run(client: Any, run_id: str, uri: str) -> Any:
         return client.get_run(run_id)
     except Exception:
         raise UserError(f"no run '{run_id}' in the MLflow store {uri}") from None
+
+
+@contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """No MLflow progress bars for the one or two files a source needs."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

@@ -147,8 +147,7 @@ def _run_dir_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 
 
 def _mlflow_tensors(run_id: str, uri: str, what: str) -> dict[str, torch.Tensor]:
-    from ssl_core.evaluation.sources import quiet_downloads
-    from ssl_core.experiments.store import get_run, open_store
+    from ssl_core.experiments.store import get_run, open_store, quiet_downloads
 
     try:
         client = open_store(uri)
