@@ -123,17 +123,17 @@ def _run_dir_of_id(run_id: str, uri: str, output_dir: str | None) -> Path:
     """The run directory of a tracked run: its ``output_dir`` when it is here, else
     ``output_dir`` (given, or the run's) with the ``checkpoint`` artifact fetched into it."""
     from ssl_core.experiments.store import get_run, open_store, quiet_downloads
-    from ssl_core.training.resume import step_checkpoints
+    from ssl_core.training.resume import newest_checkpoint
 
     client = open_store(uri)
     run = get_run(client, run_id, uri)
     recorded = run.data.params.get("output_dir")
     here = Path(recorded).expanduser() if recorded else None
     if output_dir is None and here is not None:
-        if step_checkpoints(here) or (here / "checkpoint.pt").is_file():
+        if newest_checkpoint(here) is not None:
             return here
     target = Path(output_dir or recorded or f"runs/{run_id}").expanduser()
-    if step_checkpoints(target) or (target / "checkpoint.pt").is_file():
+    if newest_checkpoint(target) is not None:
         return target
     if "checkpoint" not in {a.path for a in client.list_artifacts(run_id)}:
         raise UserError(
@@ -181,11 +181,6 @@ def resume_layers(spec: str, output_dir: str | None, uri: str) -> tuple[Layer, L
 
 
 def _newest_checkpoint(path: Path) -> Path | None:
-    from ssl_core.training.resume import step_checkpoints
+    from ssl_core.training.resume import newest_checkpoint
 
-    if path.is_file():
-        return path
-    found = step_checkpoints(path) or (
-        [path / "checkpoint.pt"] if (path / "checkpoint.pt").is_file() else []
-    )
-    return found[-1] if found else None
+    return path if path.is_file() else newest_checkpoint(path)

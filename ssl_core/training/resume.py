@@ -87,6 +87,16 @@ def checkpoint_path(output_dir: Path, step: int) -> Path:
     return Path(output_dir) / CHECKPOINT_DIR / f"step-{step:08d}.pt"
 
 
+def newest_checkpoint(folder: Path) -> Path | None:
+    """What a run directory resumes from: its newest step checkpoint, else its final
+    ``checkpoint.pt``; None when it holds neither."""
+    found = step_checkpoints(folder)
+    if found:
+        return found[-1]
+    final = folder / "checkpoint.pt"
+    return final if final.is_file() else None
+
+
 def find_resume(config: DictConfig) -> Path | None:
     """The checkpoint ``resume.path`` asks for: ``auto`` → newest in ``output_dir`` or none."""
     wanted = config.resume.path
@@ -97,12 +107,10 @@ def find_resume(config: DictConfig) -> Path | None:
         return found[-1] if found else None
     path = Path(wanted).expanduser()
     if path.is_dir():
-        found = step_checkpoints(path) or (
-            [path / "checkpoint.pt"] if (path / "checkpoint.pt").exists() else []
-        )
-        if not found:
+        found = newest_checkpoint(path)
+        if found is None:
             raise UserError(f"resume.path '{wanted}' holds no checkpoint (checkpoints/step-*.pt)")
-        return found[-1]
+        return found
     if not path.exists():
         raise UserError(
             f"resume.path '{wanted}' does not exist; give a checkpoint file, "
