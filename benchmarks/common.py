@@ -189,3 +189,31 @@ def engine_trainer(
                 trainer.build()
                 batch = next(iter(trainer.loader))
             yield trainer, batch
+
+
+def loader_rate(
+    items: Any, transform: Any, *, batch: int, workers: int, batches: int, warmup: int,
+    pin_memory: bool = False,
+) -> float:  # fmt: skip
+    """Samples per second out of the engine's training loader with ``workers`` processes,
+    after ``warmup`` batches (those come while the workers start)."""
+    from ssl_core.data.loader import build_train_loader
+
+    loader = build_train_loader(
+        items,
+        transform,
+        batch_size=batch,
+        num_workers=workers,
+        seed=0,
+        pin_memory=pin_memory,
+    )
+    loader.batch_sampler.set_epoch(0)
+    iterator = iter(loader)
+    for _ in range(warmup):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    elapsed = time.perf_counter() - start
+    del iterator, loader
+    return batch * batches / elapsed

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from .common import OBSERVERS, Setting, interleaved, log, median, quiet, table
+from .common import OBSERVERS, Setting, interleaved, loader_rate, log, median, quiet, table
 from .step import step_only_rate
 from .views import model_batch
 
@@ -105,25 +104,6 @@ def build(setting: Setting, size: int, overrides: list[str]) -> tuple[Any, Any, 
     return data.train, transform, selection.view_generator.name
 
 
-def loader_rate(items: Any, transform: Any, batch: int, workers: int, batches: int) -> float:
-    """Images per second out of the engine's training loader, after it has started."""
-    from ssl_core.data.loader import build_train_loader
-
-    loader = build_train_loader(
-        items, transform, batch_size=batch, num_workers=workers, seed=0, pin_memory=False
-    )
-    loader.batch_sampler.set_epoch(0)
-    iterator = iter(loader)
-    for _ in range(workers + 2):  # the first batches come while the workers start
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    elapsed = time.perf_counter() - start
-    del iterator, loader
-    return batch * batches / elapsed
-
-
 def measure(setting: Setting) -> list[list[str]]:
     size = 64 if setting.quick else 224
     batch = 8 if setting.quick else 32
@@ -156,7 +136,10 @@ def measure(setting: Setting) -> list[list[str]]:
             for workers in worker_counts:
                 log(f"data: round {round_ + 1}/{rounds}, {workers} workers")
                 for name, (items, transform, _) in built.items():
-                    rate = loader_rate(items, transform, batch, workers, batches)
+                    rate = loader_rate(
+                        items, transform, batch=batch, workers=workers, batches=batches,
+                        warmup=workers + 2,
+                    )  # fmt: skip
                     rates.setdefault((name, workers), []).append(rate)
     if not setting.quick:
         models.append(model_rate())  # the machine's speed drifts: the mean of both blocks

@@ -17,9 +17,9 @@ compete for the same cores, so the ratio says how much of the machine views woul
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
+from . import common
 from .common import OBSERVERS, Setting, interleaved, log, median, table
 from .step import step_only_rate
 
@@ -99,29 +99,17 @@ def loader_rate(
     generator: str, size: int, batch: int, workers: int, batches: int, pin_memory: bool
 ) -> float:
     """Pairs per second out of the engine's training loader with ``workers`` processes."""
-    from ssl_core.data.loader import build_train_loader
-
     config, views = _config(size, generator)
     items = source_images(size, batch * (batches + 2 * workers + 2))
-    loader = build_train_loader(
+    return common.loader_rate(
         items,
         views.ssl_sample_transform(),
-        batch_size=batch,
-        num_workers=workers,
-        seed=0,
+        batch=batch,
+        workers=workers,
+        batches=batches,
+        warmup=workers + 1,
         pin_memory=pin_memory,
     )
-    loader.batch_sampler.set_epoch(0)
-    iterator = iter(loader)
-    # The first batches come while the workers start; the rest is the steady state.
-    for _ in range(workers + 1):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    elapsed = time.perf_counter() - start
-    del iterator, loader
-    return batch * batches / elapsed
 
 
 def model_batch(setting: Setting, size: int) -> int:
