@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ from ssl_core.config import component_options
 from ssl_core.config.resolve import check_views
 from ssl_core.methods.targets import update_declared_targets
 from ssl_core.registry import Registry
-from ssl_core.training.distributed import calls_through
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wrapped import loss_through_wrapper  # noqa: E402
 
 TAU_BASE = 0.99
 OPTIONS = BYOLOptions(tau_base=TAU_BASE, proj_hidden_dim=32, proj_dim=8, pred_hidden_dim=12)
@@ -126,23 +129,9 @@ def test_compute_loss_matches_the_pieces(run, model) -> None:
 def test_compute_loss_calls_the_model_once_through_a_data_parallel_wrapper(run, model) -> None:
     """The hook gets the model itself; under data-parallel training its one call ``model(views)``
     goes through the wrapper (which must see one forward per micro-batch)."""
-    calls = []
-
-    class Wrapper(nn.Module):
-        """Stands for DistributedDataParallel: records the call and calls the model back."""
-
-        def __init__(self, module):
-            super().__init__()
-            self.inner = [module]  # not a submodule
-
-        def forward(self, *args):
-            calls.append(len(args[0]))
-            return self.inner[0](*args)
-
     v = views()
     expected = run.ssl_compute_loss(model=model, views=v)["loss"]
-    with calls_through(model, Wrapper(model)):
-        out = run.ssl_compute_loss(model=model, views=v)
+    out, calls = loss_through_wrapper(run, model, v)
     assert calls == [2]
     torch.testing.assert_close(out["loss"], expected)
 

@@ -6,6 +6,8 @@ clipping and the weight-decay recipe, registration. A real run's schedules are c
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +23,10 @@ from ssl_core.config.resolve import check_views
 from ssl_core.methods.param_groups import check_groups
 from ssl_core.methods.targets import update_declared_targets
 from ssl_core.registry import Registry
-from ssl_core.training.distributed import calls_through
 from ssl_core.training.optim import build_optimizer, clip_gradients, drop_frozen_gradients
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wrapped import loss_through_wrapper  # noqa: E402
 
 MOMENTUM = 0.996
 OPTIONS = DINOOptions(
@@ -268,19 +272,7 @@ def test_two_views_without_local_crops_work(run, model):
 def test_compute_loss_calls_the_model_once_through_a_data_parallel_wrapper(run, model):
     """The hook gets the model itself (no ``.module`` unwrapping): its one call
     ``model(views)`` goes through the data-parallel wrapper, and the centre of the model moves."""
-    calls = []
-
-    class Wrapper(nn.Module):
-        def __init__(self, module):
-            super().__init__()
-            self.inner = [module]
-
-        def forward(self, *args):
-            calls.append(len(args[0]))
-            return self.inner[0](*args)
-
-    with calls_through(model, Wrapper(model)):
-        out = run.ssl_compute_loss(model=model, views=multicrop_views(), info=info())
+    out, calls = loss_through_wrapper(run, model, multicrop_views(), info=info())
     assert calls == [4]
     assert torch.isfinite(out["loss"])
     assert not torch.equal(model.center, torch.zeros(1, 10))

@@ -5,6 +5,8 @@ checked in ``test_method_groups.py``."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +18,9 @@ from ssl_core import StepInfo
 from ssl_core.methods.param_groups import check_groups
 from ssl_core.methods.targets import update_declared_targets
 from ssl_core.registry import Registry
-from ssl_core.training.distributed import calls_through
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wrapped import loss_through_wrapper  # noqa: E402
 
 OPTIONS = SimSiamOptions(proj_hidden_dim=32, proj_dim=8, pred_hidden_dim=4)
 
@@ -100,21 +104,9 @@ def test_forward_normalizes_each_view_on_its_own(model):
 
 def test_compute_loss_calls_the_model_once_through_a_data_parallel_wrapper(run, model):
     """The hook's one call ``model(views)`` goes through the data-parallel wrapper."""
-    calls = []
-
-    class Wrapper(nn.Module):
-        def __init__(self, module):
-            super().__init__()
-            self.inner = [module]
-
-        def forward(self, *args):
-            calls.append(len(args[0]))
-            return self.inner[0](*args)
-
     v = views()
     expected = run.ssl_compute_loss(model=model, views=v)["loss"]
-    with calls_through(model, Wrapper(model)):
-        out = run.ssl_compute_loss(model=model, views=v)
+    out, calls = loss_through_wrapper(run, model, v)
     assert calls == [2]
     torch.testing.assert_close(out["loss"], expected)
 
