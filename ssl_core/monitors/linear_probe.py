@@ -63,7 +63,10 @@ class LinearProbe:
         # The first training-mode forward of a step is the online encoder on the first view;
         # evaluation passes run in eval mode and are not training inputs.
         if self.armed and module.training and hasattr(output, "detach"):
-            self.features = output.detach().flatten(1).float().clone()
+            import torch
+
+            # one copy, in float32 whatever the precision of the forward
+            self.features = output.detach().flatten(1).to(torch.float32, copy=True)
             self.armed = False
 
     @hookimpl
